@@ -1,0 +1,667 @@
+// Package pebblelog is the embedded implementation of eventlog: one Pebble database
+// in one process holding every topic, partition and consumer position.
+//
+// Appends are group-committed. An Append encodes its records into one Pebble batch
+// (one key per partition touched), assigns offsets and applies the batch under a
+// single mutex, then waits outside the mutex for Pebble's WAL sync, which many
+// concurrent appends share. A partition's high watermark, the end of what readers
+// may see, advances only when a commit and every commit before it are synced, so
+// nothing is read that a crash could take back.
+//
+// Retention deletes whole batches that are older than Config.RetentionAge and that
+// every consumer group with a committed position on the partition has passed.
+// Appends fail with eventlog.ErrFull while the disk's free space is below
+// Config.MinFreeBytes.
+//
+// A *Log is safe for concurrent use.
+package pebblelog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pedal-project/pedal/internal/eventlog"
+)
+
+// Config tunes a Log. The zero value is usable.
+type Config struct {
+	// FS is the file system; nil means the operating system's. Tests use a crashable
+	// in-memory FS to drop unsynced writes.
+	FS vfs.FS
+	// RetentionAge is how long records are kept at least; 0 means forever.
+	RetentionAge time.Duration
+	// RetentionInterval is how often Run applies retention; default 1 minute.
+	RetentionInterval time.Duration
+	// MinFreeBytes: appends fail with ErrFull while the disk has less free space;
+	// default 256 MiB. Negative disables the check.
+	MinFreeBytes int64
+	// Now is the clock for append times; nil means time.Now.
+	Now func() time.Time
+}
+
+// Log is an embedded event log. Open one per directory.
+type Log struct {
+	cfg    Config
+	db     *pebble.DB
+	dir    string
+	logger *slog.Logger
+	m      *metrics
+
+	// mu orders appends: offsets are assigned and batches applied under it.
+	// Lock order: mu, then visMu.
+	mu     sync.Mutex
+	topics atomic.Pointer[map[string]*topic] // copy-on-write under mu
+	nextID uint32
+
+	visMu   sync.Mutex
+	pending []*commit // applied, in apply order, not all yet synced
+
+	closing  atomic.Bool
+	inflight sync.WaitGroup
+	done     chan struct{} // closed by Close
+
+	full atomic.Bool // free space below MinFreeBytes at the last check
+}
+
+type topic struct {
+	id    uint32
+	name  string
+	parts []*partition
+}
+
+type partition struct {
+	next int64 // next offset to assign; guarded by Log.mu
+
+	mu      sync.Mutex
+	start   int64         // log start offset
+	hw      int64         // high watermark: records below it are durable and readable
+	changed chan struct{} // closed and replaced when hw moves
+	groups  map[string]int64
+}
+
+type commit struct {
+	done bool
+	ends []partEnd
+}
+
+type partEnd struct {
+	p   *partition
+	end int64 // high watermark once this commit is durable
+	n   int64 // records of this commit in p
+}
+
+// Open opens (creating if needed) the log in dir. logger and reg may be nil.
+func Open(dir string, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Log, error) {
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = time.Minute
+	}
+	if cfg.MinFreeBytes == 0 {
+		cfg.MinFreeBytes = 256 << 20
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := &pebble.Options{
+		FS:     cfg.FS,
+		Logger: pebbleLogger{logger},
+		// Large memtables absorb bursts; the WAL is the durability point.
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       64,
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open event log in %s: %w", dir, err)
+	}
+	l := &Log{cfg: cfg, db: db, dir: dir, logger: logger, done: make(chan struct{})}
+	if err := l.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open event log in %s: %w", dir, err)
+	}
+	l.m = newMetrics(reg, l)
+	l.checkDisk()
+	return l, nil
+}
+
+// load reads topic metadata and recovers each partition's offsets and groups.
+func (l *Log) load() error {
+	topics := map[string]*topic{}
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kindMeta}, UpperBound: []byte{kindMeta + 1}})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		v := it.Value()
+		if len(v) != 8 {
+			it.Close()
+			return fmt.Errorf("topic %q: corrupt metadata", it.Key()[1:])
+		}
+		t := &topic{id: binary.BigEndian.Uint32(v), name: string(it.Key()[1:])}
+		t.parts = make([]*partition, binary.BigEndian.Uint32(v[4:]))
+		topics[t.name] = t
+		if t.id >= l.nextID {
+			l.nextID = t.id + 1
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, t := range topics {
+		for i := range t.parts {
+			p, err := l.recoverPartition(t.id, int32(i))
+			if err != nil {
+				return fmt.Errorf("topic %q partition %d: %w", t.name, i, err)
+			}
+			t.parts[i] = p
+		}
+	}
+	l.topics.Store(&topics)
+	return nil
+}
+
+func (l *Log) recoverPartition(tid uint32, part int32) (*partition, error) {
+	p := &partition{changed: make(chan struct{}), groups: map[string]int64{}}
+	if v, closer, err := l.db.Get(partKey(kindStart, tid, part)); err == nil {
+		p.start = int64(binary.BigEndian.Uint64(v))
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return nil, err
+	}
+	lo, hi := dataKey(tid, part, 0), dataKey(tid, part, -1)
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	p.next = p.start
+	if it.Last() {
+		h, err := readHeader(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		p.next = int64(binary.BigEndian.Uint64(it.Key()[9:])) + h.count
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	p.hw = p.next
+	cp := partKey(kindCommit, tid, part)
+	it, err = l.db.NewIter(&pebble.IterOptions{LowerBound: cp, UpperBound: partKey(kindCommit, tid, part+1)})
+	if err != nil {
+		return nil, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		p.groups[string(it.Key()[9:])] = int64(binary.BigEndian.Uint64(it.Value()))
+	}
+	return p, it.Close()
+}
+
+func (l *Log) topic(name string) (*topic, error) {
+	t, ok := (*l.topics.Load())[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", eventlog.ErrUnknownTopic, name)
+	}
+	return t, nil
+}
+
+func (t *topic) partition(part int32) (*partition, error) {
+	if part < 0 || int(part) >= len(t.parts) {
+		return nil, fmt.Errorf("%w: topic %q has %d partitions, not %d", eventlog.ErrBadPartition, t.name, len(t.parts), part)
+	}
+	return t.parts[part], nil
+}
+
+// CreateTopic creates a topic with n partitions. Creating an existing topic with the
+// same count is a no-op; with another count it fails with ErrTopicExists.
+func (l *Log) CreateTopic(ctx context.Context, name string, partitions int32) error {
+	if name == "" || partitions <= 0 {
+		return fmt.Errorf("create topic %q: need a name and at least one partition", name)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := *l.topics.Load()
+	if t, ok := old[name]; ok {
+		if len(t.parts) != int(partitions) {
+			return fmt.Errorf("%w: %q has %d partitions", eventlog.ErrTopicExists, name, len(t.parts))
+		}
+		return nil
+	}
+	t := &topic{id: l.nextID, name: name, parts: make([]*partition, partitions)}
+	for i := range t.parts {
+		t.parts[i] = &partition{changed: make(chan struct{}), groups: map[string]int64{}}
+	}
+	v := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, t.id), uint32(partitions))
+	if err := l.db.Set(metaKey(name), v, pebble.Sync); err != nil {
+		return fmt.Errorf("create topic %q: %w", name, err)
+	}
+	l.nextID++
+	topics := make(map[string]*topic, len(old)+1)
+	for k, v := range old {
+		topics[k] = v
+	}
+	topics[name] = t
+	l.topics.Store(&topics)
+	return nil
+}
+
+// Partitions returns the number of partitions of topic.
+func (l *Log) Partitions(ctx context.Context, name string) (int32, error) {
+	t, err := l.topic(name)
+	if err != nil {
+		return 0, err
+	}
+	return int32(len(t.parts)), nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// Append makes recs durable in topic and sets each one's Offset. A record's
+// Partition must be in range; a zero Timestamp becomes the append time. On error no
+// record of the call was acknowledged; some may still become readable if the error
+// came after they were written (a failed sync), as with any log.
+func (l *Log) Append(ctx context.Context, name string, recs []eventlog.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t, err := l.topic(name)
+	if err != nil {
+		return err
+	}
+	// Group by partition, keeping each partition's order.
+	var byPart [][]*eventlog.Record
+	if len(t.parts) <= 64 {
+		var arr [64][]*eventlog.Record
+		byPart = arr[:len(t.parts)]
+	} else {
+		byPart = make([][]*eventlog.Record, len(t.parts))
+	}
+	now := l.cfg.Now()
+	for i := range recs {
+		r := &recs[i]
+		if r.Partition < 0 || int(r.Partition) >= len(t.parts) {
+			return fmt.Errorf("append record %d: %w: topic %q has %d partitions, not %d", i, eventlog.ErrBadPartition, name, len(t.parts), r.Partition)
+		}
+		if r.Timestamp.IsZero() {
+			r.Timestamp = now
+		}
+		byPart[r.Partition] = append(byPart[r.Partition], r)
+	}
+	if l.full.Load() {
+		return fmt.Errorf("append to %q: %w: less than %d bytes free", name, eventlog.ErrFull, l.cfg.MinFreeBytes)
+	}
+	if l.closing.Load() {
+		return eventlog.ErrClosed
+	}
+	l.inflight.Add(1)
+	defer l.inflight.Done()
+	if l.closing.Load() { // re-check: Close may have started waiting before Add
+		return eventlog.ErrClosed
+	}
+
+	bufp := bufPool.Get().(*[]byte)
+	buf := (*bufp)[:0]
+	defer func() {
+		if cap(buf) <= 4<<20 {
+			*bufp = buf[:0]
+			bufPool.Put(bufp)
+		}
+	}()
+
+	b := l.db.NewBatch()
+	defer b.Close()
+	c := &commit{ends: make([]partEnd, 0, 4)}
+	start := time.Now()
+
+	l.mu.Lock()
+	for part, rs := range byPart {
+		if len(rs) == 0 {
+			continue
+		}
+		p := t.parts[part]
+		base := p.next
+		for i, r := range rs {
+			r.Offset = base + int64(i)
+		}
+		buf = appendBatch(buf[:0], now.UnixMilli(), rs)
+		if err := b.Set(dataKey(t.id, int32(part), base), buf, nil); err != nil {
+			l.mu.Unlock()
+			return fmt.Errorf("append to %q: %w", name, err)
+		}
+		p.next += int64(len(rs))
+		c.ends = append(c.ends, partEnd{p, p.next, int64(len(rs))})
+	}
+	if err := l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		// Nothing was applied: give the offsets back.
+		for _, e := range c.ends {
+			e.p.next -= e.n
+		}
+		l.mu.Unlock()
+		return fmt.Errorf("append to %q: %w", name, err)
+	}
+	l.visMu.Lock()
+	l.pending = append(l.pending, c)
+	l.visMu.Unlock()
+	l.mu.Unlock()
+
+	err = b.SyncWait()
+	l.m.observeAppend(len(recs), b.Len(), time.Since(start))
+	if err != nil {
+		// The batch may or may not survive a crash; readers never saw it. The log
+		// can no longer promise order for later commits either: Pebble treats a
+		// failed WAL sync as fatal, so this is reported and the process ends there.
+		return fmt.Errorf("append to %q: sync: %w", name, err)
+	}
+	l.markSynced(c)
+	return nil
+}
+
+// markSynced records that c is durable and advances the high watermarks of every
+// partition through the longest durable prefix of pending commits.
+func (l *Log) markSynced(c *commit) {
+	l.visMu.Lock()
+	defer l.visMu.Unlock()
+	c.done = true
+	n := 0
+	for n < len(l.pending) && l.pending[n].done {
+		for _, e := range l.pending[n].ends {
+			e.p.mu.Lock()
+			if e.end > e.p.hw {
+				e.p.hw = e.end
+				close(e.p.changed)
+				e.p.changed = make(chan struct{})
+			}
+			e.p.mu.Unlock()
+		}
+		l.pending[n] = nil
+		n++
+	}
+	if n > 0 {
+		l.pending = append(l.pending[:0], l.pending[n:]...)
+	}
+}
+
+// Offsets returns the partition's log start offset and high watermark: the offsets
+// of the first readable record and of the next record to be made readable.
+func (l *Log) Offsets(ctx context.Context, name string, part int32) (start, end int64, err error) {
+	t, err := l.topic(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	p, err := t.partition(part)
+	if err != nil {
+		return 0, 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.start, p.hw, nil
+}
+
+// Fetch returns up to max records of a partition starting at offset, waiting until
+// at least one is readable or ctx is done. An offset below the log start offset or
+// above the high watermark fails with ErrOffsetOutOfRange. The returned records own
+// their memory.
+func (l *Log) Fetch(ctx context.Context, name string, part int32, offset int64, max int) ([]eventlog.Record, error) {
+	t, err := l.topic(name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.partition(part)
+	if err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		max = 1
+	}
+	for {
+		p.mu.Lock()
+		start, hw, changed := p.start, p.hw, p.changed
+		p.mu.Unlock()
+		if offset < start || offset > hw {
+			return nil, fmt.Errorf("%w: %q/%d offset %d not in [%d, %d]", eventlog.ErrOffsetOutOfRange, name, part, offset, start, hw)
+		}
+		if offset < hw {
+			return l.read(t.id, part, offset, hw, max)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.done:
+			return nil, eventlog.ErrClosed
+		}
+	}
+}
+
+func (l *Log) read(tid uint32, part int32, from, to int64, max int) ([]eventlog.Record, error) {
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: dataKey(tid, part, 0), UpperBound: dataKey(tid, part, to)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []eventlog.Record
+	ok := it.SeekLT(dataKey(tid, part, from+1))
+	for ; ok && len(out) < max; ok = it.Next() {
+		base := int64(binary.BigEndian.Uint64(it.Key()[9:]))
+		v := append([]byte(nil), it.Value()...) // records alias this copy
+		out, err = decodeBatch(out, part, base, v, from, to, max)
+		if err != nil {
+			return nil, fmt.Errorf("read partition %d at %d: %w", part, base, err)
+		}
+	}
+	if len(out) == 0 {
+		// A retention pass may have removed the range between our check and the read.
+		return nil, fmt.Errorf("%w: offset %d was deleted by retention", eventlog.ErrOffsetOutOfRange, from)
+	}
+	return out, it.Error()
+}
+
+// CommitOffset stores group's position in a partition: the offset of the next
+// record it will process. It is durable on return.
+func (l *Log) CommitOffset(ctx context.Context, group, name string, part int32, offset int64) error {
+	t, err := l.topic(name)
+	if err != nil {
+		return err
+	}
+	p, err := t.partition(part)
+	if err != nil {
+		return err
+	}
+	if group == "" {
+		return errors.New("commit offset: empty group")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if offset < 0 || offset > p.hw {
+		return fmt.Errorf("commit offset: %w: %d not in [0, %d]", eventlog.ErrOffsetOutOfRange, offset, p.hw)
+	}
+	if err := l.db.Set(commitKey(t.id, part, group), binary.BigEndian.AppendUint64(nil, uint64(offset)), pebble.Sync); err != nil {
+		return fmt.Errorf("commit offset: %w", err)
+	}
+	p.groups[group] = offset
+	return nil
+}
+
+// CommittedOffset returns group's committed position in a partition, or -1 when the
+// group has committed none.
+func (l *Log) CommittedOffset(ctx context.Context, group, name string, part int32) (int64, error) {
+	t, err := l.topic(name)
+	if err != nil {
+		return 0, err
+	}
+	p, err := t.partition(part)
+	if err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if off, ok := p.groups[group]; ok {
+		return off, nil
+	}
+	return -1, nil
+}
+
+// Run applies retention and watches free disk space until ctx is done.
+func (l *Log) Run(ctx context.Context) error {
+	diskTick := time.NewTicker(2 * time.Second)
+	defer diskTick.Stop()
+	retTick := time.NewTicker(l.cfg.RetentionInterval)
+	defer retTick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-diskTick.C:
+			l.checkDisk()
+		case <-retTick.C:
+			if _, err := l.ApplyRetention(ctx); err != nil {
+				l.logger.ErrorContext(ctx, "event log retention", "err", err)
+			}
+		}
+	}
+}
+
+func (l *Log) checkDisk() {
+	if l.cfg.MinFreeBytes < 0 {
+		return
+	}
+	fs := l.cfg.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	u, err := fs.GetDiskUsage(l.dir)
+	if err != nil {
+		return
+	}
+	full := int64(u.AvailBytes) < l.cfg.MinFreeBytes
+	if full != l.full.Swap(full) {
+		l.logger.Warn("event log free space", "avail_bytes", u.AvailBytes, "min_free_bytes", l.cfg.MinFreeBytes, "full", full)
+	}
+}
+
+// ApplyRetention deletes, in every partition, the batches that ended before the
+// retention age and before every consumer group's committed position. It returns
+// the number of records deleted.
+func (l *Log) ApplyRetention(ctx context.Context) (int64, error) {
+	if l.cfg.RetentionAge <= 0 {
+		return 0, nil
+	}
+	cutoff := l.cfg.Now().Add(-l.cfg.RetentionAge).UnixMilli()
+	var total int64
+	topics := *l.topics.Load()
+	names := make([]string, 0, len(topics))
+	for n := range topics {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t := topics[n]
+		for i, p := range t.parts {
+			if err := ctx.Err(); err != nil {
+				return total, err
+			}
+			d, err := l.retainPartition(t.id, int32(i), p, cutoff)
+			if err != nil {
+				return total, fmt.Errorf("retention of %q/%d: %w", n, i, err)
+			}
+			total += d
+		}
+	}
+	return total, nil
+}
+
+func (l *Log) retainPartition(tid uint32, part int32, p *partition, cutoff int64) (int64, error) {
+	p.mu.Lock()
+	limit, start := p.hw, p.start
+	for _, off := range p.groups {
+		limit = min(limit, off)
+	}
+	p.mu.Unlock()
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: dataKey(tid, part, start), UpperBound: dataKey(tid, part, limit)})
+	if err != nil {
+		return 0, err
+	}
+	newStart := start
+	for it.First(); it.Valid(); it.Next() {
+		h, err := readHeader(it.Value())
+		if err != nil {
+			it.Close()
+			return 0, err
+		}
+		base := int64(binary.BigEndian.Uint64(it.Key()[9:]))
+		if h.appendTime >= cutoff || base+h.count > limit {
+			break
+		}
+		newStart = base + h.count
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	if newStart == start {
+		return 0, nil
+	}
+	b := l.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(dataKey(tid, part, 0), dataKey(tid, part, newStart), nil); err != nil {
+		return 0, err
+	}
+	if err := b.Set(partKey(kindStart, tid, part), binary.BigEndian.AppendUint64(nil, uint64(newStart)), nil); err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	p.start = newStart // readers below newStart now get ErrOffsetOutOfRange
+	p.mu.Unlock()
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, err
+	}
+	return newStart - start, nil
+}
+
+// Close stops accepting appends, waits for those in flight to be synced, wakes
+// waiting readers with ErrClosed and closes the database.
+func (l *Log) Close() error {
+	if l.closing.Swap(true) {
+		return nil
+	}
+	l.inflight.Wait()
+	close(l.done)
+	return l.db.Close()
+}
+
+// Full reports whether appends are refused for lack of disk space.
+func (l *Log) Full() bool { return l.full.Load() }
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+// Fatalf is called by Pebble on errors it cannot recover from (a failed WAL sync).
+// Continuing could acknowledge writes that are not durable, so the process stops.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "component", "pebble", "fatal", true)
+	panic("pebble: " + msg)
+}
