@@ -3,15 +3,19 @@ package observe
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// HTTPMetrics instruments handlers by route. Label children are resolved when a route
-// is registered, not per request.
+// HTTPMetrics instruments handlers by route. The route label is curried when a
+// route is registered; the status code is looked up per response.
 type HTTPMetrics struct {
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
@@ -36,31 +40,42 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 }
 
 // Wrap instruments h, served under the net/http pattern route, with metrics and a
-// server span named after the route (the incoming traceparent is honoured).
+// server span named after the route. The incoming W3C traceparent is honoured, so
+// the span joins the caller's trace, and handlers log with its ids.
+//
+// Spans carry the stable HTTP semantic-convention attributes that matter for
+// finding a request (method, route, status). otelhttp would add more but also
+// computes OpenTelemetry metrics on every request whatever the meter provider,
+// which cost a sixth of the CPU of a redirect click; Prometheus metrics come from
+// the histogram here instead.
 func (m *HTTPMetrics) Wrap(route string, tp trace.TracerProvider, h http.Handler) http.Handler {
 	obs := m.duration.MustCurryWith(prometheus.Labels{"route": route})
-	byCode := map[int]prometheus.Observer{}
-	for _, c := range []int{200, 201, 202, 204, 302, 400, 404, 405, 409, 413, 415, 422, 429, 500, 503} {
-		byCode[c] = obs.WithLabelValues(strconv.Itoa(c))
+	tracer := tp.Tracer("github.com/pedal-project/pedal/internal/observe")
+	method, _, _ := strings.Cut(route, " ")
+	startOpts := []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(
+			attribute.String("http.request.method", method),
+			attribute.String("http.route", route),
+		),
 	}
-	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		m.inflight.Inc()
+		ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := tracer.Start(ctx, route, startOpts...)
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() {
 			m.inflight.Dec()
-			o, ok := byCode[sw.code]
-			if !ok {
-				o = obs.WithLabelValues(strconv.Itoa(sw.code))
+			obs.WithLabelValues(strconv.Itoa(sw.code)).Observe(time.Since(start).Seconds())
+			span.SetAttributes(attribute.Int("http.response.status_code", sw.code))
+			if sw.code >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(sw.code))
 			}
-			o.Observe(time.Since(start).Seconds())
+			span.End()
 		}()
-		h.ServeHTTP(sw, r)
+		h.ServeHTTP(sw, r.WithContext(ctx))
 	})
-	return otelhttp.NewHandler(inner, route,
-		otelhttp.WithTracerProvider(tp),
-		otelhttp.WithMeterProvider(noopMeterProvider),
-	)
 }
 
 type statusWriter struct {

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -58,7 +57,3 @@ func NewRegistry() *prometheus.Registry {
 func MetricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})
 }
-
-// noopMeterProvider keeps otelhttp from creating its own OTel metrics: HTTP metrics are
-// exported through Prometheus by HTTPMetrics.
-var noopMeterProvider = metricnoop.NewMeterProvider()

@@ -41,7 +41,6 @@ type Config struct {
 	MaxEventAge      time.Duration // default 168h
 	MaxInFlightBytes int64         // request bodies held at once; default 256 MiB
 	QueueTimeout     time.Duration // wait for in-flight room before 503; default 1s
-	AppendTimeout    time.Duration // wait for durability before 503; default 10s
 	Now              func() time.Time
 }
 
@@ -63,9 +62,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.QueueTimeout <= 0 {
 		c.QueueTimeout = time.Second
-	}
-	if c.AppendTimeout <= 0 {
-		c.AppendTimeout = 10 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -198,9 +194,7 @@ func (s *Service) HandleClicks() http.Handler {
 func (s *Service) append(w http.ResponseWriter, r *http.Request, recs []eventlog.Record) bool {
 	// Once started, an append finishes even if the client goes away: it may
 	// already be in the log, and the client may retry.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.AppendTimeout)
-	defer cancel()
-	err := s.log.Append(ctx, clicks.Topic, recs)
+	err := s.log.Append(context.WithoutCancel(r.Context()), clicks.Topic, recs)
 	if err == nil {
 		return true
 	}

@@ -9,6 +9,7 @@ type metrics struct {
 	saturated    prometheus.Counter
 	appendErrors prometheus.Counter
 	redirects    *prometheus.CounterVec
+	recorded     prometheus.Counter // redirects{outcome="recorded"}, resolved once
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,6 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Redirect clicks by outcome (recorded, unrecorded: redirected although the log refused the click, invalid_token, expired_token).",
 		}, []string{"outcome"}),
 	}
+	m.recorded = m.redirects.WithLabelValues("recorded")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.accepted, m.rejectedVec, m.saturated, m.appendErrors, m.redirects)
 	}

@@ -26,9 +26,6 @@ type RedirectConfig struct {
 	TrustedProxies []netip.Prefix
 	// PublicURL is the base of minted click URLs, e.g. https://clk.example.com.
 	PublicURL string
-	// RecordTimeout bounds the wait for a redirect click to become durable; the
-	// user is redirected either way. Default 2s.
-	RecordTimeout time.Duration
 }
 
 // Redirects serves GET /v1/r/{token} and POST /v1/ads/{ad_id}/click-urls.
@@ -41,9 +38,6 @@ type Redirects struct {
 func (s *Service) Redirects(cfg RedirectConfig) (*Redirects, error) {
 	if cfg.Key == nil {
 		return nil, errors.New("redirects: a click signing key is required")
-	}
-	if cfg.RecordTimeout <= 0 {
-		cfg.RecordTimeout = 2 * time.Second
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	return &Redirects{s: s, cfg: cfg}, nil
@@ -85,29 +79,24 @@ func (rd *Redirects) HandleRedirect() http.Handler {
 			Timestamp: now,
 			Value:     c.AppendBinary(buf[:0]),
 		}}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), rd.cfg.RecordTimeout)
-		err = s.log.Append(ctx, clicks.Topic, rec[:])
-		cancel()
+		// Once started, the append finishes even if the user goes away.
+		err = s.log.Append(context.WithoutCancel(r.Context()), clicks.Topic, rec[:])
 		if err != nil {
 			// The user still reaches the advertiser: a lost redirect is worse for
 			// everyone than an unbilled click. The click is counted as unrecorded.
 			s.m.redirects.WithLabelValues("unrecorded").Inc()
 			s.logger.ErrorContext(r.Context(), "record redirect click", "err", err, "ad_id", c.AdID)
 		} else {
-			s.m.redirects.WithLabelValues("recorded").Inc()
+			s.m.recorded.Inc()
 		}
 		h := w.Header()
 		h["Location"] = []string{claims.Destination}
-		h["Cache-Control"] = noStore
-		h["Referrer-Policy"] = noReferrer
+		h["Cache-Control"] = noStore // every click must reach us
 		w.WriteHeader(http.StatusFound)
 	})
 }
 
-var (
-	noStore    = []string{"no-store"}
-	noReferrer = []string{"no-referrer-when-downgrade"}
-)
+var noStore = []string{"no-store"}
 
 // clientIP returns the address of the client: the connection's peer, or, when the
 // peer is a trusted proxy, the right-most X-Forwarded-For entry that is not one.

@@ -116,13 +116,27 @@ func Open(dir string, cfg Config, logger *slog.Logger, reg prometheus.Registerer
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts := &pebble.Options{
-		FS:     cfg.FS,
-		Logger: pebbleLogger{logger},
+		FS:                 cfg.FS,
+		Logger:             pebbleLogger{logger},
+		FormatMajorVersion: pebble.FormatValueSeparation,
 		// Large memtables absorb bursts; the WAL is the durability point.
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       64,
+	}
+	// Record batches are large values written once and deleted by range. Stored in
+	// blob files (WiscKey-style value separation), they are written once at flush;
+	// compactions then move only keys and value handles, which took compaction
+	// from half of the server's CPU at 350k clicks/s to a small share.
+	opts.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           256,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     time.Hour,
+			TargetGarbageRatio:    1.0, // retention deletes whole old ranges; never rewrite
+		}
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
