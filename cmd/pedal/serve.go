@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pedal-project/pedal/internal/clicks"
+	"github.com/pedal-project/pedal/internal/clicks/ingest"
+	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
+	"github.com/pedal-project/pedal/internal/observe"
+)
+
+type serveConfig struct {
+	DataDir         string
+	HTTPAddr        string
+	DebugAddr       string
+	PublicURL       string
+	LogLevel        slog.Level
+	ShutdownDelay   time.Duration
+	ShutdownTimeout time.Duration
+
+	Partitions     int32
+	Ingest         ingest.Config
+	Log            pebblelog.Config
+	SigningKeyHex  string
+	TrustedProxies []netip.Prefix
+}
+
+func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
+	var cfg serveConfig
+	f := newFlags("serve", getenv, stderr)
+	f.Usage = func() {
+		fmt.Fprint(f.Output(), "Usage: pedal serve [flags]\n\nRuns every component of pedal in one process on embedded storage under --data-dir.\n"+
+			"Tracing export follows the standard OTEL_* variables (OTEL_TRACES_EXPORTER=otlp|console, OTEL_EXPORTER_OTLP_ENDPOINT, ...); off when unset.\n\nFlags:\n")
+		f.PrintDefaults()
+	}
+	dataDir := f.String("data-dir", "./pedal-data", "directory for all embedded state (event log, keys)")
+	httpAddr := f.String("http-addr", "127.0.0.1:8080", "address of the HTTP API (host:port; port 0 picks a free one)")
+	debugAddr := f.String("debug-addr", "", "address for Go's pprof handlers under /debug/pprof/ (off when empty; keep it private)")
+	publicURL := f.String("public-url", "", "base URL clients use to reach this server, for minted click URLs (default http://<http-addr>)")
+	logLevel := f.String("log-level", "info", "log level: debug, info, warn or error")
+	shutdownDelay := f.Duration("shutdown-delay", 0, "on SIGTERM, report not ready on /readyz for this long before closing the listener, so load balancers drain")
+	shutdownTimeout := f.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
+	partitions := f.Int("partitions", 16, "partitions of the clicks topic (fixed when the topic is first created)")
+	maxBody := f.Bytes("max-body-bytes", 8<<20, "largest POST /v1/clicks body; larger ones get 413")
+	maxInflight := f.Bytes("max-inflight-bytes", 256<<20, "request bodies held in memory at once; beyond this, requests wait up to --queue-timeout, then get 503")
+	queueTimeout := f.Duration("queue-timeout", time.Second, "how long a request may wait for room under --max-inflight-bytes")
+	maxEventAge := f.Duration("max-event-age", 168*time.Hour, "clicks whose ts is older than this are rejected (ts_too_old)")
+	retention := f.Duration("log-retention", 168*time.Hour, "keep log records at least this long, and until every consumer group has passed them (0: forever)")
+	minFree := f.Bytes("log-min-free-bytes", 256<<20, "refuse appends (503) while the data dir's disk has less free space")
+	signingKey := f.String("click-signing-key", "", "hex secret (32 bytes) signing redirect click URLs (default: generated once into <data-dir>/click-signing.key)")
+	trusted := f.String("trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed for redirect clicks")
+	if err := f.parse(args); err != nil {
+		return cfg, err
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	if _, _, err := net.SplitHostPort(*httpAddr); err != nil {
+		return cfg, fmt.Errorf("--http-addr %q: want host:port", *httpAddr)
+	}
+	if *partitions < 1 || *partitions > 1024 {
+		return cfg, fmt.Errorf("--partitions %d: want 1 to 1024", *partitions)
+	}
+	if *maxBody < 1024 {
+		return cfg, fmt.Errorf("--max-body-bytes %d: want at least 1KiB", *maxBody)
+	}
+	if *maxEventAge <= 0 {
+		return cfg, fmt.Errorf("--max-event-age %v: want a positive duration", *maxEventAge)
+	}
+	for _, s := range strings.Split(*trusted, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return cfg, fmt.Errorf("--trusted-proxies: %q is not a CIDR or address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, p.Masked())
+	}
+	cfg.DataDir, cfg.HTTPAddr, cfg.PublicURL, cfg.DebugAddr = *dataDir, *httpAddr, *publicURL, *debugAddr
+	cfg.ShutdownDelay, cfg.ShutdownTimeout = *shutdownDelay, *shutdownTimeout
+	cfg.Partitions = int32(*partitions)
+	cfg.SigningKeyHex = *signingKey
+	cfg.Ingest = ingest.Config{
+		Partitions:       cfg.Partitions,
+		MaxBodyBytes:     *maxBody,
+		MaxEventAge:      *maxEventAge,
+		MaxInFlightBytes: *maxInflight,
+		QueueTimeout:     *queueTimeout,
+	}
+	cfg.Log = pebblelog.Config{RetentionAge: *retention, MinFreeBytes: *minFree}
+	if *minFree == 0 {
+		cfg.Log.MinFreeBytes = -1
+	}
+	return cfg, nil
+}
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseServeConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	logger := observe.NewLogger(stdout, cfg.LogLevel)
+	reg := observe.NewRegistry()
+	tp, shutdownTracing, err := observe.NewTracerProvider(ctx, "pedal", getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			logger.Warn("flush traces", "err", err)
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	key, err := loadSigningKey(cfg.SigningKeyHex, cfg.DataDir, true)
+	if err != nil {
+		return err
+	}
+	log, err := pebblelog.Open(filepath.Join(cfg.DataDir, "log"), cfg.Log, logger.With("component", "eventlog"), reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := log.Close(); err != nil {
+			logger.Error("close event log", "err", err)
+		}
+	}()
+	if err := log.CreateTopic(ctx, clicks.Topic, cfg.Partitions); err != nil {
+		return fmt.Errorf("%w (the data dir was created with another --partitions; partition counts cannot change)", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("--http-addr %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + ln.Addr().String()
+	}
+	ing := ingest.New(cfg.Ingest, log, logger.With("component", "ingest"), reg)
+	rd, err := ing.Redirects(ingest.RedirectConfig{Key: key, TrustedProxies: cfg.TrustedProxies, PublicURL: cfg.PublicURL})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	var ready atomic.Bool
+	mux := newMux(reg, tp, &ready, ing, rd)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return log.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		ready.Store(false)
+		logger.Info("draining", "shutdown_delay", cfg.ShutdownDelay.String())
+		if cfg.ShutdownDelay > 0 && ctx.Err() != nil {
+			time.Sleep(cfg.ShutdownDelay)
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
+		defer cancel()
+		// Stop accepting, then wait for in-flight requests, whose appends finish.
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		return nil
+	})
+	if cfg.DebugAddr != "" {
+		dbg := &http.Server{Addr: cfg.DebugAddr, Handler: debugMux(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := dbg.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("--debug-addr: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return dbg.Close()
+		})
+	}
+	ready.Store(true)
+	logger.Info("pedal serving", "http_addr", ln.Addr().String(), "data_dir", cfg.DataDir, "partitions", cfg.Partitions, "public_url", cfg.PublicURL)
+	err = g.Wait()
+	logger.Info("stopped")
+	return err
+}
+
+func debugMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects) http.Handler {
+	hm := observe.NewHTTPMetrics(reg)
+	mux := http.NewServeMux()
+	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, hm.Wrap(pattern, tp, h)) }
+
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready\n")
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", observe.MetricsHandler(reg))
+	handle("POST /v1/clicks", ing.HandleClicks())
+	handle("GET /v1/r/{token}", rd.HandleRedirect())
+	handle("POST /v1/ads/{ad_id}/click-urls", rd.HandleMint())
+	return mux
+}
