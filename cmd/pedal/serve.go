@@ -63,6 +63,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	queueTimeout := f.Duration("queue-timeout", time.Second, "how long a request may wait for room under --max-inflight-bytes")
 	maxEventAge := f.Duration("max-event-age", 168*time.Hour, "clicks whose ts is older than this are rejected (ts_too_old)")
 	retention := f.Duration("log-retention", 168*time.Hour, "keep log records at least this long, and until every consumer group has passed them (0: forever)")
+	minSync := f.Duration("log-min-sync-interval", 0, "space fsyncs of the log at least this far apart; appends meanwhile share the next one (fewer syncs, up to this much more latency)")
 	minFree := f.Bytes("log-min-free-bytes", 256<<20, "refuse appends (503) while the data dir's disk has less free space")
 	signingKey := f.String("click-signing-key", "", "hex secret (32 bytes) signing redirect click URLs (default: generated once into <data-dir>/click-signing.key)")
 	trusted := f.String("trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed for redirect clicks")
@@ -109,7 +110,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		MaxInFlightBytes: *maxInflight,
 		QueueTimeout:     *queueTimeout,
 	}
-	cfg.Log = pebblelog.Config{RetentionAge: *retention, MinFreeBytes: *minFree}
+	cfg.Log = pebblelog.Config{RetentionAge: *retention, MinFreeBytes: *minFree, MinSyncInterval: *minSync}
 	if *minFree == 0 {
 		cfg.Log.MinFreeBytes = -1
 	}

@@ -16,7 +16,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8099", "listen address")
 	flag.Parse()
-	loc := []string{"https://shop.example/landing"}
+	loc := []string{"https://example.com/landing"}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Location"] = loc
 		w.WriteHeader(http.StatusFound)
