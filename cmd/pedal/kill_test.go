@@ -65,7 +65,7 @@ func TestNoAcknowledgedClickLost(t *testing.T) {
 						if ok {
 							mu.Lock()
 							acked = append(acked, prefix)
-							if len(acked) >= 200 {
+							if len(acked) >= 1000 {
 								once.Do(func() { close(enough) })
 							}
 							mu.Unlock()
@@ -76,7 +76,7 @@ func TestNoAcknowledgedClickLost(t *testing.T) {
 			select {
 			case <-enough:
 			case <-time.After(60 * time.Second):
-				t.Fatal("fewer than 200 batches acknowledged in 60s")
+				t.Fatal("fewer than 1000 batches acknowledged in 60s")
 			}
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)

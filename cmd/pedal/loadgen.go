@@ -2,26 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
-	"github.com/pedal-project/pedal/internal/clicks/clicktoken"
 	"github.com/pedal-project/pedal/internal/loadgen"
 )
 
 // loadgenEnvPrefix prefixes the environment variable that gives each loadgen flag
 // its default: --zipf-s is PEDAL_LOADGEN_ZIPF_S.
 const loadgenEnvPrefix = "PEDAL_LOADGEN_"
-
-// clickSigningKeyFile is the file in the server's data directory holding the click
-// signing key as 64 hex digits.
-const clickSigningKeyFile = "click-signing.key"
 
 func loadgenEnvName(flagName string) string {
 	return loadgenEnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -71,7 +62,7 @@ Flags:
 	fs.Uint64Var(&cfg.Seed, "seed", 0, usage("seed", "seed of the generated data; 0 picks one and prints it"))
 	fs.StringVar(&cfg.Ledger, "ledger", "", usage("ledger", "`file` to write one line per acknowledged click (click_id, ad_id, country, ts_ms, kind)"))
 	fs.StringVar(&signingKey, "click-signing-key", "", usage("click-signing-key", "redirect mode: the server's click signing key, 64 hex digits (prefer the environment to the command line)"))
-	fs.StringVar(&dataDir, "data-dir", "", usage("data-dir", "redirect mode: the server's data `directory`, to read "+clickSigningKeyFile+" from when --click-signing-key is not set"))
+	fs.StringVar(&dataDir, "data-dir", "./pedal-data", usage("data-dir", "redirect mode: the server's data `directory`, to read "+signingKeyFile+" from when --click-signing-key is not set"))
 	fs.DurationVar(&cfg.Timeout, "timeout", loadgen.DefaultTimeout, usage("timeout", "limit of each request"))
 
 	// The environment supplies defaults; the command line overrides them.
@@ -96,7 +87,7 @@ Flags:
 	cfg.Mode, cfg.Format = loadgen.Mode(mode), loadgen.Format(format)
 
 	if cfg.Mode == loadgen.ModeRedirect || signingKey != "" {
-		key, err := loadClickSigningKey(signingKey, dataDir)
+		key, err := signingSecret(signingKey, dataDir, false)
 		if err != nil {
 			return fmt.Errorf("loadgen: %w", err)
 		}
@@ -105,30 +96,4 @@ Flags:
 
 	_, err := loadgen.Run(ctx, cfg, stdout)
 	return err
-}
-
-// loadClickSigningKey returns the key given in hex, or else read from the data
-// directory.
-func loadClickSigningKey(hexKey, dataDir string) ([]byte, error) {
-	source := "--click-signing-key"
-	if hexKey == "" {
-		if dataDir == "" {
-			return nil, fmt.Errorf("redirect mode needs the server's click signing key: set --click-signing-key (%s) or --data-dir (%s)",
-				loadgenEnvName("click-signing-key"), loadgenEnvName("data-dir"))
-		}
-		path := filepath.Join(dataDir, clickSigningKeyFile)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read click signing key: %w", err)
-		}
-		hexKey, source = string(b), path
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(hexKey))
-	if err == nil && len(key) != clicktoken.KeySize {
-		err = errors.New("wrong length")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("click signing key from %s: want %d hex digits (%v)", source, 2*clicktoken.KeySize, err)
-	}
-	return key, nil
 }

@@ -18,42 +18,43 @@ import (
 
 const signingKeyFile = "click-signing.key"
 
-// loadSigningKey returns the redirect signing key: from hexKey when set, else from
-// the data dir's key file, which is generated (mode 0600) when create is set and
-// the file does not exist.
+// loadSigningKey returns the redirect signing key (see signingSecret).
 func loadSigningKey(hexKey, dataDir string, create bool) (*clicktoken.Key, error) {
-	if hexKey != "" {
-		secret, err := hex.DecodeString(strings.TrimSpace(hexKey))
+	secret, err := signingSecret(hexKey, dataDir, create)
+	if err != nil {
+		return nil, err
+	}
+	return clicktoken.NewKey(secret)
+}
+
+// signingSecret returns the redirect signing secret: from hexKey when set, else
+// from the data dir's key file, which is generated (mode 0600) when create is set
+// and the file does not exist.
+func signingSecret(hexKey, dataDir string, create bool) ([]byte, error) {
+	source := "--click-signing-key"
+	if hexKey == "" {
+		path := filepath.Join(dataDir, signingKeyFile)
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) && create {
+			secret := clicktoken.GenerateSecret()
+			if err := os.WriteFile(path, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("write click signing key: %w", err)
+			}
+			return secret, nil
+		}
 		if err != nil {
-			return nil, fmt.Errorf("--click-signing-key: not hex: %v", err)
+			return nil, fmt.Errorf("click signing key: %w (start pedal serve once with this --data-dir, or pass --click-signing-key)", err)
 		}
-		k, err := clicktoken.NewKey(secret)
-		if err != nil {
-			return nil, fmt.Errorf("--click-signing-key: %w", err)
-		}
-		return k, nil
+		hexKey, source = string(b), path
 	}
-	path := filepath.Join(dataDir, signingKeyFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) && create {
-		secret := clicktoken.GenerateSecret()
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("write click signing key: %w", err)
-		}
-		return clicktoken.NewKey(secret)
+	secret, err := hex.DecodeString(strings.TrimSpace(hexKey))
+	if err == nil && len(secret) < 16 {
+		err = fmt.Errorf("%d bytes, need at least 16", len(secret))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("click signing key: %w (start pedal serve once with this --data-dir, or pass --click-signing-key)", err)
+		return nil, fmt.Errorf("click signing key from %s: want hex digits of a %d-byte secret (%v)", source, clicktoken.KeySize, err)
 	}
-	secret, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("click signing key %s: not hex: %v", path, err)
-	}
-	k, err := clicktoken.NewKey(secret)
-	if err != nil {
-		return nil, fmt.Errorf("click signing key %s: %w", path, err)
-	}
-	return k, nil
+	return secret, nil
 }
 
 func runSignClick(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
