@@ -222,6 +222,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	return err
 }
 
+// debugMux serves pprof on its own mux. (Importing net/http/pprof also registers
+// its handlers on http.DefaultServeMux, which pedal never serves.)
 func debugMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -37,7 +37,7 @@ func signingSecret(hexKey, dataDir string, create bool) ([]byte, error) {
 		b, err := os.ReadFile(path)
 		if errors.Is(err, fs.ErrNotExist) && create {
 			secret := clicktoken.GenerateSecret()
-			if err := os.WriteFile(path, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+			if err := writeFileDurably(path, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
 				return nil, fmt.Errorf("write click signing key: %w", err)
 			}
 			return secret, nil
@@ -55,6 +55,41 @@ func signingSecret(hexKey, dataDir string, create bool) ([]byte, error) {
 		return nil, fmt.Errorf("click signing key from %s: want hex digits of a %d-byte secret (%v)", source, clicktoken.KeySize, err)
 	}
 	return secret, nil
+}
+
+// writeFileDurably writes data to path atomically: a synced temporary file renamed
+// into place, then the directory synced, so a crash leaves the old state or the
+// whole new file, never an empty one.
+func writeFileDurably(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 func runSignClick(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -90,6 +90,9 @@ type state struct {
 // New returns the ingestion service.
 func New(cfg Config, log Appender, logger *slog.Logger, reg prometheus.Registerer) *Service {
 	cfg.setDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	s := &Service{cfg: cfg, log: log, logger: logger, m: newMetrics(reg), room: semaphore.NewWeighted(cfg.MaxInFlightBytes)}
 	s.pool.New = func() any { return &state{dec: clicks.Decoder{MaxEventAge: cfg.MaxEventAge}} }
 	return s

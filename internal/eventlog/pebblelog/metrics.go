@@ -48,9 +48,10 @@ func newMetrics(reg prometheus.Registerer, l *Log) *metrics {
 				Name: "pedal_eventlog_disk_bytes",
 				Help: "Disk space used by the embedded event log's store.",
 			}, func() float64 {
-				if l.closing.Load() {
+				if l.enter() != nil {
 					return 0
 				}
+				defer l.exit()
 				return float64(l.db.Metrics().DiskSpaceUsage())
 			}),
 		)

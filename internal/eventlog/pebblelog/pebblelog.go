@@ -11,7 +11,8 @@
 // nothing is read that a crash could take back.
 //
 // Retention deletes whole batches that are older than Config.RetentionAge and that
-// every consumer group with a committed position on the partition has passed.
+// every consumer group with a committed position on the partition has passed; a
+// partition no group has committed on keeps everything.
 // Appends fail with eventlog.ErrFull while the disk's free space is below
 // Config.MinFreeBytes.
 //
@@ -24,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -55,6 +57,12 @@ type Config struct {
 	MinSyncInterval time.Duration
 	// Now is the clock for append times; nil means time.Now.
 	Now func() time.Time
+	// Fatal is called when the store fails in a way that could lose
+	// acknowledged writes if the process went on (a failed WAL sync, an error
+	// Pebble reports as fatal). It must not return. Nil logs and exits the
+	// process with status 70: fail-stop, so a supervisor restarts it and the log
+	// recovers from what is durable. Tests set it to panic.
+	Fatal func(msg string)
 }
 
 // Log is an embedded event log. Open one per directory.
@@ -71,17 +79,20 @@ type Log struct {
 	leading bool // an append is leading a group; the queue's head is woken next
 
 	// mu orders appends: offsets are assigned and batches applied under it.
-	// Lock order: mu, then visMu.
+	// Lock order: qmu and mu are never held together; mu, then a partition's mu.
 	mu     sync.Mutex
 	topics atomic.Pointer[map[string]*topic] // copy-on-write under mu
 	nextID uint32
 
-	visMu   sync.Mutex
-	pending []*commit // applied, in apply order, not all yet synced
-
-	closing  atomic.Bool
-	inflight sync.WaitGroup
-	done     chan struct{} // closed by Close
+	// gate admits operations that touch the database until Close, which waits
+	// for those admitted.
+	gate struct {
+		sync.Mutex
+		closed bool
+		active int
+		idle   sync.Cond
+	}
+	done chan struct{} // closed by Close
 
 	full atomic.Bool // free space below MinFreeBytes at the last check
 }
@@ -103,7 +114,6 @@ type partition struct {
 }
 
 type commit struct {
-	done bool
 	ends []partEnd
 }
 
@@ -127,9 +137,15 @@ func Open(dir string, cfg Config, logger *slog.Logger, reg prometheus.Registerer
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Fatal == nil {
+		cfg.Fatal = func(msg string) {
+			logger.Error("event log failed; stopping the process", "err", msg)
+			os.Exit(70)
+		}
+	}
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
-		Logger:             pebbleLogger{logger},
+		Logger:             pebbleLogger{logger, cfg.Fatal},
 		FormatMajorVersion: pebble.FormatValueSeparation,
 		// Large memtables absorb bursts; the WAL is the durability point.
 		MemTableSize:                64 << 20,
@@ -159,6 +175,7 @@ func Open(dir string, cfg Config, logger *slog.Logger, reg prometheus.Registerer
 		return nil, fmt.Errorf("open event log in %s: %w", dir, err)
 	}
 	l := &Log{cfg: cfg, db: db, dir: dir, logger: logger, done: make(chan struct{})}
+	l.gate.idle.L = &l.gate.Mutex
 	if err := l.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open event log in %s: %w", dir, err)
@@ -262,6 +279,10 @@ func (l *Log) CreateTopic(ctx context.Context, name string, partitions int32) er
 	if name == "" || partitions <= 0 {
 		return fmt.Errorf("create topic %q: need a name and at least one partition", name)
 	}
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.exit()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old := *l.topics.Load()
@@ -315,14 +336,6 @@ func (l *Log) Append(ctx context.Context, name string, recs []eventlog.Record) e
 	if err != nil {
 		return err
 	}
-	// Group by partition, keeping each partition's order.
-	var byPart [][]*eventlog.Record
-	if len(t.parts) <= 64 {
-		var arr [64][]*eventlog.Record
-		byPart = arr[:len(t.parts)]
-	} else {
-		byPart = make([][]*eventlog.Record, len(t.parts))
-	}
 	now := l.cfg.Now()
 	for i := range recs {
 		r := &recs[i]
@@ -332,19 +345,14 @@ func (l *Log) Append(ctx context.Context, name string, recs []eventlog.Record) e
 		if r.Timestamp.IsZero() {
 			r.Timestamp = now
 		}
-		byPart[r.Partition] = append(byPart[r.Partition], r)
 	}
 	if l.full.Load() {
 		return fmt.Errorf("append to %q: %w: less than %d bytes free", name, eventlog.ErrFull, l.cfg.MinFreeBytes)
 	}
-	if l.closing.Load() {
-		return eventlog.ErrClosed
+	if err := l.enter(); err != nil {
+		return err
 	}
-	l.inflight.Add(1)
-	defer l.inflight.Done()
-	if l.closing.Load() { // re-check: Close may have started waiting before Add
-		return eventlog.ErrClosed
-	}
+	defer l.exit()
 
 	p := &pending{t: t, recs: recs, wake: make(chan bool, 1)}
 	start := time.Now()
@@ -360,10 +368,10 @@ func (l *Log) Append(ctx context.Context, name string, recs []eventlog.Record) e
 		l.lead()
 	}
 	<-p.g.done
-	l.m.observeAppend(len(recs), time.Since(start))
 	if p.g.err != nil {
 		return fmt.Errorf("append to %q: %w", name, p.g.err)
 	}
+	l.m.observeAppend(len(recs), time.Since(start))
 	return nil
 }
 
@@ -391,6 +399,34 @@ func (l *Log) lead() {
 	l.qmu.Unlock()
 
 	g := &group{done: make(chan struct{})}
+	handedOn := false
+	defer func() {
+		// Whatever stops this leader (a panic, Config.Fatal exiting the
+		// goroutine), no append may wait forever for its group or for leadership.
+		if handedOn {
+			return
+		}
+		v := recover()
+		g.err = errors.New("group commit stopped")
+		if v != nil {
+			g.err = fmt.Errorf("group commit failed: %v", v)
+		}
+		for _, r := range reqs {
+			if r.g == nil {
+				r.g = g
+				r.wake <- false
+			}
+		}
+		select {
+		case <-g.done:
+		default:
+			close(g.done)
+		}
+		l.handOn()
+		if v != nil {
+			panic(v)
+		}
+	}()
 	b := l.db.NewBatch()
 	c, err := l.apply(b, reqs)
 
@@ -400,9 +436,11 @@ func (l *Log) lead() {
 	}
 	if err == nil {
 		if err = b.SyncWait(); err != nil {
-			// The batch may or may not survive a crash; readers never saw it.
-			// Pebble treats a failed WAL sync as fatal, so the process ends there.
+			// The batch may or may not survive a crash, and Pebble keeps failing
+			// every later sync: no append can be acknowledged any more, and
+			// readers must not see the batch. Stop; a restart recovers.
 			err = fmt.Errorf("sync: %w", err)
+			l.cfg.Fatal("WAL sync failed: " + err.Error())
 		} else {
 			l.markSynced(c)
 		}
@@ -411,8 +449,12 @@ func (l *Log) lead() {
 	b.Close()
 	g.err = err
 	close(g.done)
+	handedOn = true
+	l.handOn()
+}
 
-	// Appends that arrived during the sync form the next group.
+// handOn passes leadership to the appends that queued during the last group.
+func (l *Log) handOn() {
 	l.qmu.Lock()
 	if len(l.queue) > 0 {
 		l.queue[0].wake <- true
@@ -476,9 +518,6 @@ func (l *Log) apply(b *pebble.Batch, reqs []*pending) (*commit, error) {
 		l.rollback(c) // nothing was applied: give the offsets back
 		return nil, err
 	}
-	l.visMu.Lock()
-	l.pending = append(l.pending, c)
-	l.visMu.Unlock()
 	return c, nil
 }
 
@@ -488,28 +527,17 @@ func (l *Log) rollback(c *commit) {
 	}
 }
 
-// markSynced records that c is durable and advances the high watermarks of every
-// partition through the longest durable prefix of pending commits.
+// markSynced makes c's records readable. Groups are committed one at a time, a
+// group's sync covers every earlier write, so c's ends are a durable prefix.
 func (l *Log) markSynced(c *commit) {
-	l.visMu.Lock()
-	defer l.visMu.Unlock()
-	c.done = true
-	n := 0
-	for n < len(l.pending) && l.pending[n].done {
-		for _, e := range l.pending[n].ends {
-			e.p.mu.Lock()
-			if e.end > e.p.hw {
-				e.p.hw = e.end
-				close(e.p.changed)
-				e.p.changed = make(chan struct{})
-			}
-			e.p.mu.Unlock()
+	for _, e := range c.ends {
+		e.p.mu.Lock()
+		if e.end > e.p.hw {
+			e.p.hw = e.end
+			close(e.p.changed)
+			e.p.changed = make(chan struct{})
 		}
-		l.pending[n] = nil
-		n++
-	}
-	if n > 0 {
-		l.pending = append(l.pending[:0], l.pending[n:]...)
+		e.p.mu.Unlock()
 	}
 }
 
@@ -553,6 +581,10 @@ func (l *Log) Fetch(ctx context.Context, name string, part int32, offset int64, 
 			return nil, fmt.Errorf("%w: %q/%d offset %d not in [%d, %d]", eventlog.ErrOffsetOutOfRange, name, part, offset, start, hw)
 		}
 		if offset < hw {
+			if err := l.enter(); err != nil {
+				return nil, err
+			}
+			defer l.exit()
 			return l.read(t.id, part, offset, hw, max)
 		}
 		select {
@@ -603,14 +635,23 @@ func (l *Log) CommitOffset(ctx context.Context, group, name string, part int32, 
 		return errors.New("commit offset: empty group")
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if offset < 0 || offset > p.hw {
-		return fmt.Errorf("commit offset: %w: %d not in [0, %d]", eventlog.ErrOffsetOutOfRange, offset, p.hw)
+	hw := p.hw
+	p.mu.Unlock()
+	if offset < 0 || offset > hw {
+		return fmt.Errorf("commit offset: %w: %d not in [0, %d]", eventlog.ErrOffsetOutOfRange, offset, hw)
 	}
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.exit()
+	// A group's position has one writer, its partition's owner; the sync runs
+	// outside p.mu so readers and appends do not wait for it.
 	if err := l.db.Set(commitKey(t.id, part, group), binary.BigEndian.AppendUint64(nil, uint64(offset)), pebble.Sync); err != nil {
 		return fmt.Errorf("commit offset: %w", err)
 	}
+	p.mu.Lock()
 	p.groups[group] = offset
+	p.mu.Unlock()
 	return nil
 }
 
@@ -692,7 +733,11 @@ func (l *Log) ApplyRetention(ctx context.Context) (int64, error) {
 			if err := ctx.Err(); err != nil {
 				return total, err
 			}
+			if err := l.enter(); err != nil {
+				return total, err
+			}
 			d, err := l.retainPartition(t.id, int32(i), p, cutoff)
+			l.exit()
 			if err != nil {
 				return total, fmt.Errorf("retention of %q/%d: %w", n, i, err)
 			}
@@ -707,6 +752,9 @@ func (l *Log) retainPartition(tid uint32, part int32, p *partition, cutoff int64
 	limit, start := p.hw, p.start
 	for _, off := range p.groups {
 		limit = min(limit, off)
+	}
+	if len(p.groups) == 0 {
+		limit = start // nobody has read anything yet: keep it all
 	}
 	p.mu.Unlock()
 	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: dataKey(tid, part, start), UpperBound: dataKey(tid, part, limit)})
@@ -749,21 +797,57 @@ func (l *Log) retainPartition(tid uint32, part int32, p *partition, cutoff int64
 	return newStart - start, nil
 }
 
-// Close stops accepting appends, waits for those in flight to be synced, wakes
-// waiting readers with ErrClosed and closes the database.
+// enter admits an operation on the database, or fails with ErrClosed; an admitted
+// operation must call exit.
+func (l *Log) enter() error {
+	l.gate.Lock()
+	defer l.gate.Unlock()
+	if l.gate.closed {
+		return eventlog.ErrClosed
+	}
+	l.gate.active++
+	return nil
+}
+
+func (l *Log) exit() {
+	l.gate.Lock()
+	l.gate.active--
+	if l.gate.active == 0 {
+		l.gate.idle.Broadcast()
+	}
+	l.gate.Unlock()
+}
+
+// Close refuses new operations, wakes waiting readers with ErrClosed, waits for
+// admitted operations (appends finish their sync) and closes the database.
 func (l *Log) Close() error {
-	if l.closing.Swap(true) {
+	l.gate.Lock()
+	if l.gate.closed {
+		l.gate.Unlock()
 		return nil
 	}
-	l.inflight.Wait()
+	l.gate.closed = true
 	close(l.done)
+	for l.gate.active > 0 {
+		l.gate.idle.Wait()
+	}
+	l.gate.Unlock()
 	return l.db.Close()
+}
+
+func (l *Log) closed() bool {
+	l.gate.Lock()
+	defer l.gate.Unlock()
+	return l.gate.closed
 }
 
 // Full reports whether appends are refused for lack of disk space.
 func (l *Log) Full() bool { return l.full.Load() }
 
-type pebbleLogger struct{ l *slog.Logger }
+type pebbleLogger struct {
+	l     *slog.Logger
+	fatal func(string)
+}
 
 func (p pebbleLogger) Infof(format string, args ...any) {
 	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
@@ -773,10 +857,8 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
 }
 
-// Fatalf is called by Pebble on errors it cannot recover from (a failed WAL sync).
-// Continuing could acknowledge writes that are not durable, so the process stops.
+// Fatalf is called by Pebble on errors it cannot recover from. Continuing could
+// acknowledge writes that are not durable, so it hands over to Config.Fatal.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error(msg, "component", "pebble", "fatal", true)
-	panic("pebble: " + msg)
+	p.fatal("pebble: " + fmt.Sprintf(format, args...))
 }
