@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pedal-project/pedal/internal/clicks"
+	"github.com/pedal-project/pedal/internal/eventlog/eventlogtest"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
 )
 
@@ -103,20 +104,12 @@ func TestNoAcknowledgedClickLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			for p := range parts {
-				_, end, _ := log.Offsets(t.Context(), clicks.Topic, p)
-				for off := int64(0); off < end; {
-					rs, err := log.Fetch(t.Context(), clicks.Topic, p, off, 10_000)
+				for _, r := range eventlogtest.ReadAll(t, log, clicks.Topic, p, 0) {
+					c, err := clicks.Decode(r.Value)
 					if err != nil {
 						t.Fatal(err)
 					}
-					for _, r := range rs {
-						c, err := clicks.Decode(r.Value)
-						if err != nil {
-							t.Fatal(err)
-						}
-						seen[c.ClickID]++
-					}
-					off = rs[len(rs)-1].Offset + 1
+					seen[c.ClickID]++
 				}
 			}
 			missing := 0

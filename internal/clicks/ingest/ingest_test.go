@@ -16,6 +16,7 @@ import (
 	"github.com/pedal-project/pedal/internal/clicks"
 	"github.com/pedal-project/pedal/internal/clicks/clicktoken"
 	"github.com/pedal-project/pedal/internal/eventlog"
+	"github.com/pedal-project/pedal/internal/eventlog/eventlogtest"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
 )
 
@@ -62,20 +63,12 @@ func (f *fixture) stored(t *testing.T) []clicks.Click {
 	t.Helper()
 	var out []clicks.Click
 	for p := range int32(4) {
-		_, end, _ := f.log.Offsets(t.Context(), clicks.Topic, p)
-		for off := int64(0); off < end; {
-			rs, err := f.log.Fetch(t.Context(), clicks.Topic, p, off, 1000)
+		for _, r := range eventlogtest.ReadAll(t, f.log, clicks.Topic, p, 0) {
+			c, err := clicks.Decode(r.Value)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, r := range rs {
-				c, err := clicks.Decode(r.Value)
-				if err != nil {
-					t.Fatal(err)
-				}
-				out = append(out, c)
-			}
-			off = rs[len(rs)-1].Offset + 1
+			out = append(out, c)
 		}
 	}
 	return out

@@ -106,26 +106,39 @@ func simplify(rs []eventlog.Record) []simple {
 	return out
 }
 
-// readAll reads a partition from offset to its current end.
-func readAll(t *testing.T, l Log, part int32, from int64) []eventlog.Record {
+// Reader is what ReadAll needs of a log.
+type Reader interface {
+	Offsets(ctx context.Context, topic string, partition int32) (start, end int64, err error)
+	Fetch(ctx context.Context, topic string, partition int32, offset int64, max int) ([]eventlog.Record, error)
+}
+
+// ReadAll returns the records of a partition from offset to its current end,
+// failing t on any error. Other packages' tests use it to look into a log.
+func ReadAll(t testing.TB, l Reader, topic string, part int32, from int64) []eventlog.Record {
 	t.Helper()
-	_, end, err := l.Offsets(t.Context(), topicName, part)
+	ctx := context.Background()
+	_, end, err := l.Offsets(ctx, topic, part)
 	if err != nil {
-		t.Fatalf("Offsets(%d): %v", part, err)
+		t.Fatalf("Offsets(%s/%d): %v", topic, part, err)
 	}
 	var out []eventlog.Record
 	for off := from; off < end; {
-		rs, err := l.Fetch(t.Context(), topicName, part, off, 1000)
+		rs, err := l.Fetch(ctx, topic, part, off, 10_000)
 		if err != nil {
-			t.Fatalf("Fetch(%d, %d): %v", part, off, err)
+			t.Fatalf("Fetch(%s/%d, %d): %v", topic, part, off, err)
 		}
 		if len(rs) == 0 {
-			t.Fatalf("Fetch(%d, %d) returned nothing below end %d", part, off, end)
+			t.Fatalf("Fetch(%s/%d, %d) returned nothing below end %d", topic, part, off, end)
 		}
 		out = append(out, rs...)
 		off = rs[len(rs)-1].Offset + 1
 	}
 	return out
+}
+
+func readAll(t *testing.T, l Log, part int32, from int64) []eventlog.Record {
+	t.Helper()
+	return ReadAll(t, l, topicName, part, from)
 }
 
 func testTopics(t *testing.T, h Harness) {
