@@ -835,15 +835,6 @@ func (l *Log) Close() error {
 	return l.db.Close()
 }
 
-func (l *Log) closed() bool {
-	l.gate.Lock()
-	defer l.gate.Unlock()
-	return l.gate.closed
-}
-
-// Full reports whether appends are refused for lack of disk space.
-func (l *Log) Full() bool { return l.full.Load() }
-
 type pebbleLogger struct {
 	l     *slog.Logger
 	fatal func(string)
