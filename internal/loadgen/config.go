@@ -80,21 +80,30 @@ type Config struct {
 	// (default DefaultZipfS, must be > 1), ad-000000 being the most popular.
 	Ads   int
 	ZipfS float64
+	// RunScopedAds names the ads ad-<RunID>-000000 onwards, so that they hold
+	// only this run's clicks: what Verify compares.
+	RunScopedAds bool
 
 	// Shares of the clicks, each a fraction in [0, 1], together at most 1; the rest
-	// are unique, valid clicks.
+	// are unique, valid clicks. Every kind is drawn so that the aggregates do not
+	// depend on the order concurrent requests reach the log (see the package
+	// comment).
 	//   - DupShare resends an earlier unique click unchanged (same click_id, ad_id,
-	//     country and ts): a duplicate.
+	//     ts, ip, user agent and country): a duplicate.
 	//   - BotShare uses a bot's user agent (Googlebot, bingbot, curl, ...).
 	//   - BurstShare sends groups of 12 to 40 clicks from one hot IP on one ad within
 	//     one minute (event time), well past 5 per IP, ad and minute. The click id
 	//     of a burst click names its group: lg-<run>-<seq>.b<group>.
-	//   - LateShare sets ts 2 to 90 minutes in the past (ModeClicks only: a redirect
-	//     is stamped by the server).
-	DupShare   float64
-	BotShare   float64
-	BurstShare float64
-	LateShare  float64
+	//   - LateShare sets ts 2 to 45 minutes in the past, TooLateShare 80 to 90
+	//     minutes, beyond the aggregator's late horizon of an hour. Both need
+	//     ModeClicks (a redirect is stamped by the server), and an ad with an
+	//     acknowledged click of the last 10 minutes; until one is acknowledged
+	//     (at the start of a run) these clicks are sent as unique ones.
+	DupShare     float64
+	BotShare     float64
+	BurstShare   float64
+	LateShare    float64
+	TooLateShare float64
 
 	// Seed seeds everything drawn; zero picks a random seed, reported in the
 	// Summary and printed, so a run can be reproduced.
@@ -105,7 +114,8 @@ type Config struct {
 	RunID string
 
 	// Ledger, if set, is a file created (truncated) to hold one line per
-	// acknowledged click; see SummarizeLedger.
+	// acknowledged click, in the order of their acknowledgements; see ReadLedger,
+	// Expect and Verify.
 	Ledger string
 
 	// SigningKey is the click signing secret (at least 16 bytes, pedal uses 32),
@@ -215,17 +225,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	for _, s := range []struct {
 		name string
 		v    float64
-	}{{"DupShare", cfg.DupShare}, {"BotShare", cfg.BotShare}, {"BurstShare", cfg.BurstShare}, {"LateShare", cfg.LateShare}} {
+	}{{"DupShare", cfg.DupShare}, {"BotShare", cfg.BotShare}, {"BurstShare", cfg.BurstShare}, {"LateShare", cfg.LateShare}, {"TooLateShare", cfg.TooLateShare}} {
 		if !(s.v >= 0 && s.v <= 1) {
 			return bad(s.name, "%v: want a fraction between 0 and 1", s.v)
 		}
 		sum += s.v
 	}
 	if sum > 1+1e-9 {
-		return bad("DupShare+BotShare+BurstShare+LateShare", "%v: the shares add up to more than 1", sum)
+		return bad("DupShare+BotShare+BurstShare+LateShare+TooLateShare", "%v: the shares add up to more than 1", sum)
 	}
 	if cfg.Mode == ModeRedirect && cfg.LateShare > 0 {
 		return bad("LateShare", "%v: late clicks need ModeClicks (the server stamps a redirect's time)", cfg.LateShare)
+	}
+	if cfg.Mode == ModeRedirect && cfg.TooLateShare > 0 {
+		return bad("TooLateShare", "%v: late clicks need ModeClicks (the server stamps a redirect's time)", cfg.TooLateShare)
 	}
 
 	if cfg.Seed == 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/pedal-project/pedal/internal/clicks/clicktoken"
@@ -17,11 +18,12 @@ const (
 	KindDuplicate             // an earlier unique click sent again
 	KindBot                   // a click with a bot's user agent
 	KindBurst                 // one of many clicks from one IP on one ad in one minute
-	KindLate                  // a click whose ts is 2 to 90 minutes old
+	KindLate                  // a click whose ts is 2 to 45 minutes old: counted
+	KindTooLate               // a click whose ts is 80 to 90 minutes old: too late to count
 	numKinds
 )
 
-var kindNames = [numKinds]string{"unique", "duplicate", "bot", "burst", "late"}
+var kindNames = [numKinds]string{"unique", "duplicate", "bot", "burst", "late", "too_late"}
 
 func (k Kind) String() string {
 	if k < numKinds {
@@ -46,9 +48,21 @@ const (
 	burstMaxSize = 40
 	campaignSize = 25 // ads per campaign: campaign_id is cmp-<ad/25>
 	minuteMs     = 60_000
-	lateMinMs    = 2 * minuteMs
-	lateMaxMs    = 90 * minuteMs
 	maxUsers     = 100_000_000 // user ids are u-00000001 to u-99999999
+
+	// Event-time ages of late clicks, well clear of the aggregator's late horizon
+	// (a click older than the partition's largest event time − 30s − 1h is
+	// too_late): see the package comment.
+	lateMinMs    = 2 * minuteMs
+	lateMaxMs    = 45 * minuteMs
+	tooLateMinMs = 80 * minuteMs
+	tooLateMaxMs = 90 * minuteMs
+	// refMaxAgeMs is how recent an acknowledged click of an ad must be for the ad
+	// to take a late click.
+	refMaxAgeMs = 10 * minuteMs
+	// maxRefAds bounds the ads tracked for acknowledged clicks (8 bytes each);
+	// higher-numbered ads take no late clicks.
+	maxRefAds = 1 << 20
 )
 
 // countryWeights are ISO 3166-1 alpha-2 codes with weights adding up to 100.
@@ -101,6 +115,17 @@ func userAgent(ua uint8) string {
 // documentation prefix 2001:db8::/32.
 var publicOctets = [...]uint8{23, 31, 37, 46, 62, 77, 78, 81, 82, 86, 89, 91, 93, 95, 109, 151, 176, 178, 185, 188, 193, 195, 203, 212, 213, 217}
 
+// burstOctets are the first octets of burst groups' IPv4 addresses, public /8s
+// apart from publicOctets so that no other click shares a burst's address.
+var burstOctets = [...]uint8{2, 5}
+
+// burstIP returns the address of burst group n (from 1): distinct for 2^25
+// groups, scattered by a multiplication by an odd number (a bijection mod 2^24).
+func burstIP(n uint64) uint64 {
+	n--
+	return uint64(burstOctets[n&1])<<24 | (n>>1)*0x9e3779&0xffffff
+}
+
 // click is one generated click; the wire form and the ledger line are derived from
 // it.
 type click struct {
@@ -117,12 +142,46 @@ type click struct {
 	token   string // ModeRedirect only
 }
 
+// adRefs records, per ad, the largest event time among its acknowledged clicks
+// (to a second), which is a lower bound of the largest event time the ad's log
+// partition holds. Safe for concurrent use: the workers note, the generator
+// reads.
+type adRefs struct {
+	ts []atomic.Int64 // Unix milliseconds, 0 for none
+}
+
+func newAdRefs(ads int) *adRefs {
+	return &adRefs{ts: make([]atomic.Int64, min(ads, maxRefAds))}
+}
+
+// note records that a click of ad with event time ts was acknowledged.
+func (r *adRefs) note(ad uint32, ts int64) {
+	if int(ad) >= len(r.ts) {
+		return
+	}
+	p := &r.ts[ad]
+	for {
+		cur := p.Load()
+		if ts < cur+1000 || p.CompareAndSwap(cur, ts) {
+			return
+		}
+	}
+}
+
+// since reports whether ad has an acknowledged click with an event time of at
+// least ms.
+func (r *adRefs) since(ad uint32, ms int64) bool {
+	return int(ad) < len(r.ts) && r.ts[ad].Load() >= ms
+}
+
 // generator draws clicks. It is not safe for concurrent use: one goroutine owns it,
 // which is what makes a run reproducible from its seed.
 type generator struct {
 	rng      *rand.Rand
 	ads      *zipfAds
 	idPrefix string // "lg-<run>-"
+	adPrefix string // "ad-", or "ad-<run>-" with Config.RunScopedAds
+	refs     *adRefs
 	// uaCountry holds the JSON from after the ip to the campaign id's digits, by
 	// user agent and country: `","user_agent":"<ua>","country":"<code>","campaign_id":"cmp-`.
 	uaCountry [][len(countryWeights)]string
@@ -133,6 +192,7 @@ type generator struct {
 	cBot      float64
 	cBurst    float64
 	cLate     float64
+	cTooLate  float64
 	countries [100]uint8
 	browsers  [100]uint8
 
@@ -163,9 +223,14 @@ func newGenerator(cfg Config) (*generator, error) {
 		rng:      rng,
 		ads:      newZipfAds(rng, cfg.Ads, cfg.ZipfS),
 		idPrefix: "lg-" + cfg.RunID + "-",
+		adPrefix: "ad-",
+		refs:     newAdRefs(cfg.Ads),
 		history:  make([]click, 0, historySize),
 		dest:     cfg.Destination,
 		tokenTTL: cfg.TokenTTL,
+	}
+	if cfg.RunScopedAds {
+		g.adPrefix = "ad-" + cfg.RunID + "-"
 	}
 	if g.ads.slow == nil && g.ads.thresh == nil {
 		return nil, fmt.Errorf("loadgen config: ZipfS: %v is not a valid Zipf exponent", cfg.ZipfS)
@@ -184,6 +249,7 @@ func newGenerator(cfg Config) (*generator, error) {
 	g.cBot = g.cDup + cfg.BotShare
 	g.cBurst = g.cBot + cfg.BurstShare
 	g.cLate = g.cBurst + cfg.LateShare
+	g.cTooLate = g.cLate + cfg.TooLateShare
 	i := 0
 	for ci, c := range countryWeights {
 		for range c.weight {
@@ -225,8 +291,9 @@ func (g *generator) next(nowMs int64) click {
 	case u < g.cBurst:
 		g.joinBurst(&c, nowMs)
 	case u < g.cLate:
-		c.kind = KindLate
-		c.ts = nowMs - lateMinMs - g.rng.Int64N(lateMaxMs-lateMinMs)
+		g.makeLate(&c, nowMs, KindLate, lateMinMs+g.rng.Int64N(lateMaxMs-lateMinMs+1))
+	case u < g.cTooLate:
+		g.makeLate(&c, nowMs, KindTooLate, tooLateMinMs+g.rng.Int64N(tooLateMaxMs-tooLateMinMs+1))
 	}
 	if g.key != nil {
 		g.sign(&c, nowMs)
@@ -266,9 +333,26 @@ func (g *generator) fresh(nowMs int64) click {
 	return c
 }
 
+// makeLate makes c a late click of the given kind and age, on its ad or else on
+// ad 0, provided that ad has an acknowledged click less than refMaxAgeMs old: that
+// click is in the ad's log partition before this one is sent, so the partition's
+// watermark puts a late click clearly inside the late horizon and a too-late one
+// clearly outside. Without such an ad (at the start of a run), c stays unique.
+func (g *generator) makeLate(c *click, nowMs int64, kind Kind, ageMs int64) {
+	switch since := nowMs - refMaxAgeMs; {
+	case g.refs.since(c.ad, since):
+	case g.refs.since(0, since):
+		c.ad = 0
+	default:
+		return
+	}
+	c.kind, c.ts = kind, nowMs-ageMs
+}
+
 // joinBurst turns c into a member of the current burst group, starting a new group
-// when the last one is complete. A group is one IPv4 address, ad, country and user
-// agent, and its clicks' ts lie in the minute the group started.
+// when the last one is complete. A group is one IPv4 address (its own: see
+// burstIP), ad, country and user agent, and its clicks' ts lie in the minute the
+// group started.
 func (g *generator) joinBurst(c *click, nowMs int64) {
 	if g.burstLeft == 0 {
 		g.groups++
@@ -276,7 +360,7 @@ func (g *generator) joinBurst(c *click, nowMs int64) {
 		g.burst = click{
 			group:   g.groups,
 			ts:      nowMs - nowMs%minuteMs,
-			ip:      uint64(publicOctets[g.rng.IntN(len(publicOctets))])<<24 | g.rng.Uint64()&0xffffff,
+			ip:      burstIP(g.groups),
 			ad:      g.ads.next(),
 			ua:      g.browsers[g.rng.IntN(len(g.browsers))],
 			country: g.countries[g.rng.IntN(len(g.countries))],
@@ -290,7 +374,7 @@ func (g *generator) joinBurst(c *click, nowMs int64) {
 
 // sign sets c.token: the ad, the click id as impression id, the destination.
 func (g *generator) sign(c *click, nowMs int64) {
-	g.scratch = appendAdID(g.scratch[:0], c.ad)
+	g.scratch = g.appendAdID(g.scratch[:0], c.ad)
 	ad := string(g.scratch)
 	g.scratch = g.appendClickID(g.scratch[:0], c)
 	tok, err := g.key.Sign(clicktoken.Claims{
@@ -344,7 +428,7 @@ func (g *generator) appendClick(b []byte, c *click) []byte {
 		b = g.appendClickID(b, c)
 	}
 	b = append(b, `","ad_id":"`...)
-	b = appendAdID(b, c.ad)
+	b = g.appendAdID(b, c.ad)
 	if hi := c.ts / 10_000; c.ts >= 10_000 {
 		if hi != g.tsHi {
 			g.tsHi = hi
@@ -392,13 +476,14 @@ func (g *generator) appendClickID(b []byte, c *click) []byte {
 	return b
 }
 
-// appendLedgerLine appends click_id, ad_id, country, ts and kind, tab-separated,
-// and a newline. Country is left empty when withCountry is false (in redirect
-// mode the server derives it).
+// appendLedgerLine appends c's ledger line: click_id, ad_id, country, ts_ms, kind,
+// ip and ua (an index into the ledger's #ua lines), tab-separated, and a newline.
+// Country is left empty when withCountry is false (in redirect mode the server
+// derives it).
 func (g *generator) appendLedgerLine(b []byte, c *click, withCountry bool) []byte {
 	b = g.appendClickID(b, c)
 	b = append(b, '\t')
-	b = appendAdID(b, c.ad)
+	b = g.appendAdID(b, c.ad)
 	b = append(b, '\t')
 	if withCountry {
 		b = append(b, countryWeights[c.country].code...)
@@ -407,15 +492,22 @@ func (g *generator) appendLedgerLine(b []byte, c *click, withCountry bool) []byt
 	b = appendInt(b, c.ts)
 	b = append(b, '\t')
 	b = append(b, kindNames[c.kind]...)
+	b = append(b, '\t')
+	b = appendIP(b, c)
+	b = append(b, '\t')
+	b = appendUint(b, uint64(c.ua))
 	return append(b, '\n')
 }
 
-func appendAdID(b []byte, ad uint32) []byte {
+// appendAdID appends ad-<ad as 6 digits at least>, or ad-<run>-<ad> with
+// Config.RunScopedAds.
+func (g *generator) appendAdID(b []byte, ad uint32) []byte {
+	b = append(b, g.adPrefix...)
 	if ad < 1_000_000 {
 		hi := ad / 10_000
-		return append4(append(b, 'a', 'd', '-', digitPairs[hi*2], digitPairs[hi*2+1]), uint64(ad%10_000))
+		return append4(append(b, digitPairs[hi*2], digitPairs[hi*2+1]), uint64(ad%10_000))
 	}
-	return appendUint(append(b, "ad-"...), uint64(ad))
+	return appendUint(b, uint64(ad))
 }
 
 // append4 appends n < 10000 as four digits.

@@ -1,16 +1,19 @@
 package loadgen
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"net/netip"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pedal-project/pedal/internal/clicks/reference"
 )
 
 // wireClick is a click as the server decodes it.
@@ -67,7 +70,7 @@ func testGenerator(t testing.TB, cfg Config) *generator {
 
 func TestGeneratorShares(t *testing.T) {
 	const n = 20_000
-	g := testGenerator(t, Config{Seed: 7, RunID: "t", DupShare: 0.1, BotShare: 0.05, BurstShare: 0.08, LateShare: 0.05})
+	g := testGenerator(t, Config{Seed: 7, RunID: "t", DupShare: 0.1, BotShare: 0.05, BurstShare: 0.08, LateShare: 0.05, TooLateShare: 0.02})
 	now := time.Date(2026, 3, 1, 12, 0, 30, 0, time.UTC).UnixMilli()
 	var kinds [numKinds]int
 	seen := make(map[uint64]click) // unique clicks by seq
@@ -78,9 +81,22 @@ func TestGeneratorShares(t *testing.T) {
 		minute  int64
 	}
 	groups := make(map[uint64]*burstGroup)
+	burstIPs := make(map[uint64]uint64) // group by address
+	const ackLag = 100                  // clicks generated before one is acknowledged
+	var all []click
 	for i := range n {
+		if i >= ackLag {
+			g.refs.note(all[i-ackLag].ad, all[i-ackLag].ts)
+		}
 		c := g.next(now + int64(i)) // a click per millisecond
+		all = append(all, c)
 		kinds[c.kind]++
+		if i < ackLag && (c.kind == KindLate || c.kind == KindTooLate) {
+			t.Fatalf("click %d is %v before any click was acknowledged", i, c.kind)
+		}
+		if !c.v6 && c.kind != KindBurst && slices.Contains(burstOctets[:], uint8(c.ip>>24)) {
+			t.Errorf("%v click from burst address %s", c.kind, appendIP(nil, &c))
+		}
 		switch c.kind {
 		case KindDuplicate:
 			orig, ok := seen[c.seq]
@@ -100,26 +116,34 @@ func TestGeneratorShares(t *testing.T) {
 			}
 		case KindLate:
 			if age := now + int64(i) - c.ts; age < lateMinMs || age > lateMaxMs {
-				t.Errorf("late click %v old, want 2 to 90 minutes", time.Duration(age)*time.Millisecond)
+				t.Errorf("late click %v old, want 2 to 45 minutes", time.Duration(age)*time.Millisecond)
+			}
+		case KindTooLate:
+			if age := now + int64(i) - c.ts; age < tooLateMinMs || age > tooLateMaxMs {
+				t.Errorf("too-late click %v old, want 80 to 90 minutes", time.Duration(age)*time.Millisecond)
 			}
 		case KindBurst:
 			bg := groups[c.group]
 			if bg == nil {
 				bg = &burstGroup{ip: c.ip, ad: uint64(c.ad), country: c.country, minute: c.ts / minuteMs}
 				groups[c.group] = bg
+				if other, ok := burstIPs[c.ip]; ok {
+					t.Errorf("burst groups %d and %d share address %s", other, c.group, appendIP(nil, &c))
+				}
+				burstIPs[c.ip] = c.group
 			}
 			bg.n++
 			if c.ip != bg.ip || uint64(c.ad) != bg.ad || c.country != bg.country || c.ts/minuteMs != bg.minute {
 				t.Errorf("burst group %d mixes IPs, ads, countries or minutes", c.group)
 			}
 		}
-		if c.kind != KindBurst && c.kind != KindLate {
+		if c.kind != KindBurst && c.kind != KindLate && c.kind != KindTooLate {
 			if age := now + int64(i) - c.ts; age < 0 || age >= 1024 {
 				t.Errorf("%v click %dms old", c.kind, age)
 			}
 		}
 	}
-	want := map[Kind]float64{KindUnique: 0.72, KindDuplicate: 0.1, KindBot: 0.05, KindBurst: 0.08, KindLate: 0.05}
+	want := map[Kind]float64{KindUnique: 0.70, KindDuplicate: 0.1, KindBot: 0.05, KindBurst: 0.08, KindLate: 0.05, KindTooLate: 0.02}
 	for k, share := range want {
 		got := float64(kinds[k]) / n
 		if got < share*0.8 || got > share*1.2 {
@@ -139,6 +163,63 @@ func TestGeneratorShares(t *testing.T) {
 	}
 	if complete < len(groups)-1 { // the last group may be unfinished
 		t.Errorf("%d of %d burst groups have at least %d clicks", complete, len(groups), burstMinSize)
+	}
+}
+
+func TestBurstIPsDistinct(t *testing.T) {
+	seen := make(map[uint64]uint64)
+	for n := uint64(1); n <= 1<<18; n++ {
+		ip := burstIP(n)
+		if other, ok := seen[ip]; ok {
+			t.Fatalf("burst groups %d and %d share an address", other, n)
+		}
+		seen[ip] = n
+		if o := uint8(ip >> 24); !slices.Contains(burstOctets[:], o) || slices.Contains(publicOctets[:], o) {
+			t.Fatalf("burst group %d: address in %d.0.0.0/8", n, o)
+		}
+	}
+}
+
+func TestLateClicksNeedARecentReference(t *testing.T) {
+	g := testGenerator(t, Config{Seed: 2, RunID: "t", Ads: 50, LateShare: 0.5, TooLateShare: 0.5})
+	now := int64(1_772_366_400_000)
+	for range 200 {
+		if c := g.next(now); c.kind != KindUnique {
+			t.Fatalf("%v click without any acknowledged click", c.kind)
+		}
+	}
+	g.refs.note(0, now-refMaxAgeMs-1000) // too old to count
+	for range 200 {
+		if c := g.next(now); c.kind != KindUnique {
+			t.Fatalf("%v click with a reference %v old", c.kind, time.Duration(refMaxAgeMs+1000)*time.Millisecond)
+		}
+	}
+	g.refs.note(0, now-time.Minute.Milliseconds())
+	late := 0
+	for range 200 {
+		c := g.next(now)
+		if c.kind == KindUnique {
+			continue
+		}
+		late++
+		if !g.refs.since(c.ad, now-refMaxAgeMs) {
+			t.Fatalf("%v click on ad %d, which has no recent acknowledged click", c.kind, c.ad)
+		}
+	}
+	if late < 150 {
+		t.Errorf("%d of 200 clicks late with a reference on the top ad, want nearly all", late)
+	}
+}
+
+func TestUserAgentsAndBotList(t *testing.T) {
+	// Browsers pass pedal's default bot list and bots do not, or the bot share
+	// would be off.
+	m := reference.New(Rules())
+	for ua := range len(browserWeights) + len(botAgents) {
+		v := m.Add(reference.Click{ClickID: strconv.Itoa(ua), AdID: "a", UserAgent: userAgent(uint8(ua)), Time: time.Unix(0, 0)})
+		if want := ua >= len(browserWeights); (v == reference.BotUserAgent) != want {
+			t.Errorf("user agent %q: verdict %v, want bot %v", userAgent(uint8(ua)), v, want)
+		}
 	}
 }
 
@@ -204,11 +285,11 @@ func TestAppendBatchDecodes(t *testing.T) {
 				t.Fatalf("click %d: bad %s: %+v", i, bad, w)
 			}
 			c := &clicks[i]
-			// The ledger line carries the same id, ad, country and ts.
+			// The ledger line carries the same id, ad, country, ts, ip and user agent.
 			line := string(g.appendLedgerLine(nil, c, true))
-			want := strings.Join([]string{w.ClickID, w.AdID, w.Country, itoa(w.TS), c.kind.String()}, "\t") + "\n"
-			if line != want {
-				t.Fatalf("ledger line %q, want %q", line, want)
+			want := strings.Join([]string{w.ClickID, w.AdID, w.Country, itoa(w.TS), c.kind.String(), w.IP, itoa(int64(c.ua))}, "\t") + "\n"
+			if line != want || userAgent(c.ua) != w.UserAgent {
+				t.Fatalf("ledger line %q, want %q (user agent %q)", line, want, w.UserAgent)
 			}
 			if strings.Contains(w.IP, ":") {
 				v6++
@@ -227,37 +308,9 @@ func itoa(n int64) string {
 	return string(appendPadded(nil, uint64(n), 1))
 }
 
-func TestLedgerRoundTrip(t *testing.T) {
-	// A ledger written from generated clicks summarizes to what they were.
-	g := testGenerator(t, Config{Seed: 9, RunID: "l", DupShare: 0.1, BotShare: 0.1, BurstShare: 0.1})
-	var buf bytes.Buffer
-	w := bufio.NewWriter(&buf)
-	var unique, bots int64
-	for range 4000 {
-		c := g.next(1_772_366_400_000)
-		w.Write(g.appendLedgerLine(nil, &c, true))
-		switch c.kind {
-		case KindUnique:
-			unique++
-		case KindBot:
-			bots++
-		}
-	}
-	w.Flush()
-	s, err := SummarizeLedger(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.DistinctByKind[KindUnique] != unique || s.InvalidBot != bots || s.Distinct+s.DuplicateLines != s.Lines {
-		t.Errorf("summary %+v, want %d unique and %d bots", s, unique, bots)
-	}
-	if s.InvalidBurst == 0 || s.InvalidBurst >= s.DistinctByKind[KindBurst] {
-		t.Errorf("invalid bursts = %d of %d burst clicks", s.InvalidBurst, s.DistinctByKind[KindBurst])
-	}
-}
-
 func TestBuildBatchAllocs(t *testing.T) {
-	g := testGenerator(t, Config{Seed: 1, RunID: "a", DupShare: 0.05, BotShare: 0.05, BurstShare: 0.05, LateShare: 0.05})
+	g := testGenerator(t, Config{Seed: 1, RunID: "a", DupShare: 0.05, BotShare: 0.05, BurstShare: 0.05, LateShare: 0.05, TooLateShare: 0.02})
+	g.refs.note(0, 1_772_366_400_000)
 	clicks := make([]click, 0, 500)
 	var body []byte
 	build := func() {
@@ -277,7 +330,8 @@ func TestBuildBatchAllocs(t *testing.T) {
 func BenchmarkBuildBatch(b *testing.B) {
 	for _, format := range []Format{FormatJSON, FormatNDJSON} {
 		b.Run(string(format), func(b *testing.B) {
-			g := testGenerator(b, Config{Seed: 1, RunID: "bench", DupShare: 0.05, BotShare: 0.02, BurstShare: 0.02, LateShare: 0.02})
+			g := testGenerator(b, Config{Seed: 1, RunID: "bench", DupShare: 0.05, BotShare: 0.02, BurstShare: 0.02, LateShare: 0.02, TooLateShare: 0.01})
+			g.refs.note(0, time.Now().UnixMilli())
 			clicks := make([]click, 0, 500)
 			var body []byte
 			b.ReportAllocs()

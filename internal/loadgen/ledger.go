@@ -3,22 +3,41 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
+	"time"
+
+	"github.com/pedal-project/pedal/internal/clicks"
+	"github.com/pedal-project/pedal/internal/clicks/reference"
 )
 
-// BurstLimit is the number of clicks per IP, ad and minute that count as valid;
-// the clicks of a burst beyond it are invalid.
-const BurstLimit = 5
+// A ledger is a text file: a header of lines starting with #, then one line per
+// acknowledged click in the order of the acknowledgements, its fields separated
+// by tabs:
+//
+//	#pedal-loadgen-ledger	2	<mode>
+//	#fields	click_id	ad_id	country	ts_ms	kind	ip	ua
+//	#ua	<index>	<user agent>            (one line per user agent)
+//	lg-x1-17	ad-000042	US	1772366400100	unique	23.1.2.3	0
+//
+// The country is empty in redirect mode (the server derives it); ts_ms is the
+// event time in Unix milliseconds (in redirect mode the client's clock, the
+// server stamps its own); ua is an index into the #ua lines.
+const (
+	ledgerMagic   = "#pedal-loadgen-ledger"
+	ledgerVersion = "2"
+	ledgerFields  = "#fields\tclick_id\tad_id\tcountry\tts_ms\tkind\tip\tua"
+)
 
 // ledgerWriter appends the acknowledged clicks to the ledger file. Safe for
 // concurrent use; the first write error stops the writes and is kept.
 type ledgerWriter struct {
-	gen         *generator // only its click id prefix is used, which is immutable
+	gen         *generator // only its immutable id prefixes are used
 	withCountry bool
 
 	mu  sync.Mutex
@@ -28,12 +47,31 @@ type ledgerWriter struct {
 	err error
 }
 
-func createLedger(path string, gen *generator, withCountry bool) (*ledgerWriter, error) {
+func createLedger(path string, gen *generator, mode Mode) (*ledgerWriter, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("create ledger: %w", err)
 	}
-	return &ledgerWriter{gen: gen, withCountry: withCountry, f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
+	l := &ledgerWriter{gen: gen, withCountry: mode == ModeClicks, f: f, w: bufio.NewWriterSize(f, 1<<20)}
+	if _, err := l.w.Write(appendLedgerHeader(nil, mode)); err != nil {
+		l.err = fmt.Errorf("write ledger: %w", err)
+	}
+	return l, nil
+}
+
+// appendLedgerHeader appends the header of a ledger of mode.
+func appendLedgerHeader(b []byte, mode Mode) []byte {
+	b = append(b, ledgerMagic+"\t"+ledgerVersion+"\t"...)
+	b = append(b, mode...)
+	b = append(b, "\n"+ledgerFields+"\n"...)
+	for ua := range len(browserWeights) + len(botAgents) {
+		b = append(b, "#ua\t"...)
+		b = appendUint(b, uint64(ua))
+		b = append(b, '\t')
+		b = append(b, userAgent(uint8(ua))...)
+		b = append(b, '\n')
+	}
+	return b
 }
 
 // write appends a line for each click but those at the indexes in rejected, which
@@ -75,174 +113,208 @@ func (l *ledgerWriter) close() error {
 	return l.err
 }
 
-// AdCountryMinute keys the expected counts of an aggregation.
-type AdCountryMinute struct {
-	AdID    string
-	Country string // empty for redirect clicks: the server derives it
-	Minute  int64  // start of the minute, Unix milliseconds
+// LedgerClick is one click of a ledger.
+type LedgerClick struct {
+	ClickID, AdID string
+	Country       string // empty in redirect mode
+	Time          time.Time
+	Kind          Kind
+	IP            string // as sent
+	UserAgent     string
 }
 
-// LedgerSummary holds what an aggregation of the ledger's clicks must reproduce.
-// A click is a distinct (ad_id, click_id) pair: deduplication keeps one per pair.
-// Valid clicks are the distinct ones that are not bots, counting of each burst
-// (one IP, ad and minute) only its first BurstLimit clicks.
-type LedgerSummary struct {
-	Lines          int64          // lines read
-	LinesByKind    map[Kind]int64 // lines per kind as written
-	Distinct       int64          // distinct (ad_id, click_id) pairs
-	DuplicateLines int64          // Lines - Distinct: what deduplication drops
-	// DistinctByKind counts the distinct pairs by the kind of the click they
-	// repeat; a pair seen only in duplicate lines (its original's request failed)
-	// counts as unique, since only unique clicks are repeated.
-	DistinctByKind map[Kind]int64
-	Valid          int64 // distinct clicks that are valid
-	InvalidBot     int64 // distinct bot clicks
-	InvalidBurst   int64 // distinct burst clicks beyond BurstLimit per IP, ad and minute
-	// Expected counts the valid clicks per ad, country and minute (of ts); Invalid
-	// the invalid ones (bots and excess bursts).
-	Expected map[AdCountryMinute]int64
-	Invalid  map[AdCountryMinute]int64
-}
-
-// SummarizeLedger reads a ledger (lines of click_id, ad_id, country, ts_ms, kind
-// separated by tabs) and computes the counts an aggregation must reproduce; see
-// LedgerSummary. Lines may come in any order: a duplicate may precede its
-// original. A burst click's group (its IP) is read from its click id
-// (lg-<run>-<seq>.b<group>); lacking one, a burst is grouped by ad, country and
-// minute.
-func SummarizeLedger(r io.Reader) (LedgerSummary, error) {
-	type entry struct {
-		kind  Kind  // KindDuplicate: only duplicate lines seen so far
-		key   int32 // index into keys
-		group int32 // index into groups; for burst clicks
+// ReadLedger calls fn with each click of a ledger, in ledger order, and returns
+// the ledger's mode. It stops at the first error of fn, which it returns.
+// Strings that repeat (ad ids, countries, user agents) share their memory.
+func ReadLedger(r io.Reader, fn func(LedgerClick) error) (Mode, error) {
+	var (
+		mode      Mode
+		uas       []string
+		interned  = make(map[string]string)
+		fields    [7][]byte
+		sawHeader bool
+	)
+	intern := func(b []byte) string {
+		if s, ok := interned[string(b)]; ok {
+			return s
+		}
+		s := string(b)
+		interned[s] = s
+		return s
 	}
-	type groupKey struct {
-		name string
-		key  int32
-	}
-	seedA, seedB := maphash.MakeSeed(), maphash.MakeSeed()
-	entries := make(map[[2]uint64]entry)
-	keyIndex := make(map[AdCountryMinute]int32)
-	var keys []AdCountryMinute
-	ads, countries := make(map[string]string), make(map[string]string) // interned strings
-	groupIndex := make(map[groupKey]int32)
-	var groups []groupKey
-
-	s := LedgerSummary{LinesByKind: make(map[Kind]int64), DistinctByKind: make(map[Kind]int64),
-		Expected: make(map[AdCountryMinute]int64), Invalid: make(map[AdCountryMinute]int64)}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
-	var fields [5][]byte
 	for lineNo := 1; sc.Scan(); lineNo++ {
 		line := sc.Bytes()
 		if len(line) == 0 {
 			continue
 		}
-		rest, n := line, 0
-		for n < len(fields) {
-			i := bytes.IndexByte(rest, '\t')
-			if i < 0 {
-				fields[n], rest = rest, nil
-				n++
-				break
+		bad := func(format string, args ...any) (Mode, error) {
+			return "", fmt.Errorf("ledger line %d: %s", lineNo, fmt.Sprintf(format, args...))
+		}
+		if !sawHeader {
+			magic, rest, _ := bytes.Cut(line, []byte{'\t'})
+			version, m, _ := bytes.Cut(rest, []byte{'\t'})
+			if string(magic) != ledgerMagic || string(version) != ledgerVersion {
+				return bad("not a ledger of this pedal loadgen: want a first line %q", ledgerMagic+"\t"+ledgerVersion+"\t<mode>")
 			}
-			fields[n], rest = rest[:i], rest[i+1:]
-			n++
+			switch mode = Mode(m); mode {
+			case ModeClicks, ModeRedirect:
+			default:
+				return bad("unknown mode %q", m)
+			}
+			sawHeader = true
+			continue
 		}
-		if n != len(fields) || rest != nil {
-			return LedgerSummary{}, fmt.Errorf("ledger line %d: want 5 tab-separated fields (click_id, ad_id, country, ts_ms, kind)", lineNo)
+		if line[0] == '#' {
+			if name, rest, _ := bytes.Cut(line, []byte{'\t'}); string(name) == "#ua" {
+				i, ua, _ := bytes.Cut(rest, []byte{'\t'})
+				if string(i) != strconv.Itoa(len(uas)) {
+					return bad("user agent %q out of order, want %d", i, len(uas))
+				}
+				uas = append(uas, string(ua))
+			}
+			continue
 		}
-		clickID, adID, country := fields[0], fields[1], fields[2]
-		if len(clickID) == 0 || len(adID) == 0 {
-			return LedgerSummary{}, fmt.Errorf("ledger line %d: empty click_id or ad_id", lineNo)
+		n := split(line, fields[:])
+		if n != len(fields) {
+			return bad("want 7 tab-separated fields (click_id, ad_id, country, ts_ms, kind, ip, ua), have %d", n)
+		}
+		c := LedgerClick{ClickID: string(fields[0]), AdID: intern(fields[1]), Country: intern(fields[2])}
+		if !clicks.ValidID(c.ClickID) || !clicks.ValidID(c.AdID) {
+			return bad("bad click_id %q or ad_id %q", fields[0], fields[1])
 		}
 		ts, err := strconv.ParseInt(string(fields[3]), 10, 64)
 		if err != nil {
-			return LedgerSummary{}, fmt.Errorf("ledger line %d: ts_ms: %w", lineNo, err)
+			return bad("ts_ms: %v", err)
 		}
-		kind, err := ParseKind(string(fields[4]))
-		if err != nil {
-			return LedgerSummary{}, fmt.Errorf("ledger line %d: %w", lineNo, err)
+		c.Time = time.UnixMilli(ts).UTC()
+		if c.Kind, err = ParseKind(string(fields[4])); err != nil {
+			return bad("%v", err)
 		}
-		s.Lines++
-		s.LinesByKind[kind]++
-
-		pair := line[:len(clickID)+1+len(adID)] // click_id \t ad_id
-		h := [2]uint64{maphash.Bytes(seedA, pair), maphash.Bytes(seedB, pair)}
-		e, seen := entries[h]
-		if seen && (e.kind != KindDuplicate || kind == KindDuplicate) {
-			continue // the original is known already
+		if len(fields[5]) > 0 {
+			ip, err := netip.ParseAddr(string(fields[5]))
+			if err != nil {
+				return bad("ip: %v", err)
+			}
+			c.IP = ip.String()
 		}
-		if !seen {
-			ad, ok := ads[string(adID)]
-			if !ok {
-				ad = string(adID)
-				ads[ad] = ad
-			}
-			c, ok := countries[string(country)]
-			if !ok {
-				c = string(country)
-				countries[c] = c
-			}
-			k := AdCountryMinute{AdID: ad, Country: c, Minute: ts - ((ts%minuteMs)+minuteMs)%minuteMs}
-			ki, ok := keyIndex[k]
-			if !ok {
-				ki = int32(len(keys))
-				keys = append(keys, k)
-				keyIndex[k] = ki
-			}
-			e = entry{key: ki, group: -1}
+		ua, err := strconv.Atoi(string(fields[6]))
+		if err != nil || ua < 0 || ua >= len(uas) {
+			return bad("ua %q: not the index of a #ua line", fields[6])
 		}
-		e.kind = kind
-		if kind == KindBurst {
-			g := groupKey{key: e.key}
-			if i := bytes.LastIndex(clickID, []byte(".b")); i >= 0 {
-				g.name = string(clickID[i+2:])
-			}
-			gi, ok := groupIndex[g]
-			if !ok {
-				gi = int32(len(groups))
-				groups = append(groups, g)
-				groupIndex[g] = gi
-			}
-			e.group = gi
+		c.UserAgent = uas[ua]
+		if err := fn(c); err != nil {
+			return mode, err
 		}
-		entries[h] = e
 	}
 	if err := sc.Err(); err != nil {
-		return LedgerSummary{}, fmt.Errorf("read ledger: %w", err)
+		return "", fmt.Errorf("read ledger: %w", err)
 	}
+	if !sawHeader {
+		return "", errors.New("read ledger: empty file, not even a header")
+	}
+	return mode, nil
+}
 
-	groupSize := make([]int64, len(groups))
-	for _, e := range entries {
-		s.Distinct++
-		kind := e.kind
-		if kind == KindDuplicate {
-			kind = KindUnique
+// split splits line at tabs into fields and returns how many there are, up to
+// len(fields)+1.
+func split(line []byte, fields [][]byte) int {
+	n := 0
+	for ; n < len(fields); n++ {
+		i := bytes.IndexByte(line, '\t')
+		if i < 0 {
+			fields[n] = line
+			return n + 1
 		}
-		s.DistinctByKind[kind]++
-		k := keys[e.key]
-		switch kind {
-		case KindBot:
-			s.InvalidBot++
-			s.Invalid[k]++
-		case KindBurst:
-			groupSize[e.group]++
-		default:
-			s.Valid++
-			s.Expected[k]++
-		}
+		fields[n], line = line[:i], line[i+1:]
 	}
-	for gi, n := range groupSize {
-		k := keys[groups[gi].key]
-		valid := min(n, BurstLimit)
-		s.Valid += valid
-		s.Expected[k] += valid
-		if n > valid {
-			s.InvalidBurst += n - valid
-			s.Invalid[k] += n - valid
-		}
+	return n + 1
+}
+
+// Quality counts clicks by verdict, like GET /v1/traffic/quality.
+type Quality struct {
+	Valid      int64
+	Bot        int64 // bot_user_agent
+	IPRate     int64 // ip_rate
+	Duplicates int64
+	TooLate    int64
+}
+
+func (q *Quality) add(v reference.Verdict) {
+	switch v {
+	case reference.Valid:
+		q.Valid++
+	case reference.BotUserAgent:
+		q.Bot++
+	case reference.IPRate:
+		q.IPRate++
+	case reference.Duplicate:
+		q.Duplicates++
+	case reference.TooLate:
+		q.TooLate++
 	}
-	s.DuplicateLines = s.Lines - s.Distinct
-	return s, nil
+}
+
+func (q *Quality) plus(o Quality) {
+	q.Valid += o.Valid
+	q.Bot += o.Bot
+	q.IPRate += o.IPRate
+	q.Duplicates += o.Duplicates
+	q.TooLate += o.TooLate
+}
+
+// Rules returns the rules pedal serve aggregates by, by default: the reference
+// model's defaults with the bot list shipped in the binary.
+func Rules() reference.Rules {
+	return reference.DefaultRules(clicks.DefaultBotSubstrings())
+}
+
+// Expected is what pedal's aggregation must make of a ledger's clicks.
+type Expected struct {
+	Mode   Mode
+	Clicks int64          // lines of the ledger
+	ByKind map[Kind]int64 // lines by the kind the click was sent as
+	// Result holds the windows by ad, country and minute, and the verdicts.
+	Result reference.Result
+	// Quality holds the verdicts by ad.
+	Quality map[string]Quality
+	// First and Last are the smallest and largest event times; zero without
+	// clicks.
+	First, Last time.Time
+}
+
+// Expect feeds the clicks of a ledger, in ledger order, to a reference model
+// (reference.New(rules)) and returns what it counted. The ledger order is the
+// order of the acknowledgements, which is the log order but for requests that
+// were in flight together; the generated stream makes the windows' totals
+// independent of that (see the package comment).
+//
+// The model keeps every click it has seen: it needs a few hundred bytes per click.
+func Expect(r io.Reader, rules reference.Rules) (Expected, error) {
+	m := reference.New(rules)
+	e := Expected{ByKind: make(map[Kind]int64), Quality: make(map[string]Quality)}
+	mode, err := ReadLedger(r, func(c LedgerClick) error {
+		e.Clicks++
+		e.ByKind[c.Kind]++
+		if e.First.IsZero() || c.Time.Before(e.First) {
+			e.First = c.Time
+		}
+		if c.Time.After(e.Last) {
+			e.Last = c.Time
+		}
+		v := m.Add(reference.Click{
+			ClickID: c.ClickID, AdID: c.AdID, Country: c.Country,
+			UserAgent: c.UserAgent, IP: c.IP, Time: c.Time,
+		})
+		q := e.Quality[c.AdID]
+		q.add(v)
+		e.Quality[c.AdID] = q
+		return nil
+	})
+	if err != nil {
+		return Expected{}, err
+	}
+	e.Mode, e.Result = mode, m.Result()
+	return e, nil
 }

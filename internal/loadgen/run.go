@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	r := &runner{cfg: cfg, gen: gen, out: out, tty: isTerminal(out)}
+	r := &runner{cfg: cfg, gen: gen, refs: gen.refs, out: out, tty: isTerminal(out)}
 	r.client = newClient(cfg)
 	defer r.client.CloseIdleConnections()
 	if cfg.Mode == ModeClicks {
@@ -48,7 +48,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Summary, error) {
 		r.url = cfg.Target + "/v1/r/"
 	}
 	if cfg.Ledger != "" {
-		if r.ledger, err = createLedger(cfg.Ledger, gen, cfg.Mode == ModeClicks); err != nil {
+		if r.ledger, err = createLedger(cfg.Ledger, gen, cfg.Mode); err != nil {
 			return Summary{}, err
 		}
 	}
@@ -74,6 +74,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Summary, error) {
 type runner struct {
 	cfg         Config
 	gen         *generator // owned by the dispatching goroutine
+	refs        *adRefs    // the generator's, noted by the workers
 	client      *http.Client
 	url         string
 	contentType string
@@ -427,6 +428,15 @@ func (r *runner) clicksResponse(b *batch, resp *http.Response) {
 	}
 	if r.ledger != nil {
 		r.ledger.write(b.clicks, rejected)
+	}
+	// Only now, with the clicks in the log and in the ledger, may later clicks
+	// count on them (see generator.makeLate).
+	for i := range b.clicks {
+		if len(rejected) > 0 && rejected[0] == i {
+			rejected = rejected[1:]
+			continue
+		}
+		r.refs.note(b.clicks[i].ad, b.clicks[i].ts)
 	}
 }
 

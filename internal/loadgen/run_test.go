@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -25,6 +24,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/pedal-project/pedal/internal/clicks/clicktoken"
+	"github.com/pedal-project/pedal/internal/clicks/reference"
 )
 
 // clickServer is a fake of pedal's POST /v1/clicks: it decodes and validates the
@@ -157,14 +157,13 @@ func readLedger(t *testing.T, path string) (lines []string, kinds map[string][]s
 	}
 	defer f.Close()
 	kinds = make(map[string][]string)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), "\t")
-		if len(fields) != 5 {
-			t.Fatalf("ledger line %q: want 5 fields", sc.Text())
-		}
-		lines = append(lines, strings.Join(fields[:4], "\t"))
-		kinds[fields[0]] = append(kinds[fields[0]], fields[4])
+	_, err = ReadLedger(f, func(c LedgerClick) error {
+		lines = append(lines, strings.Join([]string{c.ClickID, c.AdID, c.Country, strconv.FormatInt(c.Time.UnixMilli(), 10)}, "\t"))
+		kinds[c.ClickID] = append(kinds[c.ClickID], c.Kind.String())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	slices.Sort(lines)
 	return lines, kinds
@@ -189,7 +188,7 @@ func TestRunClicks(t *testing.T) {
 			s, err := Run(t.Context(), Config{
 				Target: target, Format: format,
 				Rate: 10_000, Batch: 100, Duration: 300 * time.Millisecond, Concurrency: 4,
-				DupShare: 0.1, BotShare: 0.05, BurstShare: 0.1, LateShare: 0.05,
+				DupShare: 0.1, BotShare: 0.05, BurstShare: 0.1, LateShare: 0.05, TooLateShare: 0.02,
 				Seed: 42, RunID: "test", Ledger: ledger,
 			}, &out)
 			if err != nil {
@@ -267,20 +266,26 @@ func TestRunClicks(t *testing.T) {
 				t.Error("no duplicate in the ledger")
 			}
 
-			sum, err := SummarizeLedger(mustOpen(t, ledger))
+			exp, err := Expect(mustOpen(t, ledger), Rules())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sum.Lines != s.ClicksAcked {
-				t.Errorf("ledger has %d lines, want %d acknowledged clicks", sum.Lines, s.ClicksAcked)
+			if exp.Clicks != s.ClicksAcked {
+				t.Errorf("ledger has %d lines, want %d acknowledged clicks", exp.Clicks, s.ClicksAcked)
 			}
-			for k, share := range map[Kind]float64{KindDuplicate: 0.1, KindBot: 0.05, KindBurst: 0.1, KindLate: 0.05} {
-				if got := float64(sum.LinesByKind[k]) / float64(sum.Lines); got < share/2 || got > share*2 {
+			for k, share := range map[Kind]float64{KindDuplicate: 0.1, KindBot: 0.05, KindBurst: 0.1} {
+				if got := float64(exp.ByKind[k]) / float64(exp.Clicks); got < share/2 || got > share*2 {
 					t.Errorf("%v share %.3f, want about %.2f", k, got, share)
 				}
 			}
-			if sum.InvalidBurst == 0 || sum.InvalidBot == 0 || sum.Valid >= sum.Distinct {
-				t.Errorf("ledger summary %+v: want invalid bursts and bots", sum)
+			// Late clicks wait for an acknowledgement on their ad or the top one.
+			if exp.ByKind[KindLate] == 0 || exp.ByKind[KindTooLate] == 0 {
+				t.Errorf("no late or too-late click: %v", exp.ByKind)
+			}
+			v := exp.Result.Verdicts
+			if v[reference.IPRate] == 0 || v[reference.BotUserAgent] == 0 || v[reference.Duplicate] == 0 ||
+				v[reference.TooLate] != exp.ByKind[KindTooLate] {
+				t.Errorf("verdicts %v of kinds %v: want ip_rate, bots, duplicates and every too-late click too late", v, exp.ByKind)
 			}
 
 			for _, want := range []string{"loadgen summary", "seed 42", "status_503 2", "forced"} {
@@ -413,8 +418,8 @@ func TestRunConnectionErrors(t *testing.T) {
 	if diff := cmp.Diff(map[string]int64{"conn_refused": s.Requests}, s.Errors); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}
-	if b, err := os.ReadFile(ledger); err != nil || len(b) != 0 {
-		t.Errorf("ledger = %q, %v; want empty", b, err)
+	if lines, _ := readLedger(t, ledger); len(lines) != 0 {
+		t.Errorf("ledger holds %q, want no click", lines)
 	}
 }
 
@@ -484,6 +489,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Mode: ModeRedirect, SigningKey: []byte("short")}, "SigningKey"},
 		{Config{Mode: ModeRedirect, SigningKey: make([]byte, 32), Destination: "javascript:alert(1)"}, "Destination"},
 		{Config{Mode: ModeRedirect, SigningKey: make([]byte, 32), LateShare: 0.1}, "LateShare"},
+		{Config{Mode: ModeRedirect, SigningKey: make([]byte, 32), TooLateShare: 0.1}, "TooLateShare"},
+		{Config{TooLateShare: 1.5}, "TooLateShare"},
 		{Config{Timeout: -1}, "Timeout"},
 	}
 	for _, tt := range tests {
