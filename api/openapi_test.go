@@ -131,6 +131,10 @@ var operations = map[string]map[string][]string{
 	"/v1/clicks":                 {http.MethodPost: {"202", "400", "413", "415", "503"}},
 	"/v1/r/{token}":              {http.MethodGet: {"302", "404"}},
 	"/v1/ads/{ad_id}/click-urls": {http.MethodPost: {"201", "400"}},
+	"/v1/ads/{ad_id}/clicks":     {http.MethodGet: {"200", "400", "500"}},
+	"/v1/ads/top":                {http.MethodGet: {"200", "400", "500"}},
+	"/v1/traffic/quality":        {http.MethodGet: {"200", "400", "500"}},
+	"/v1/pipeline/status":        {http.MethodGet: {"200", "400", "500"}},
 	"/healthz":                   {http.MethodGet: {"200"}},
 	"/readyz":                    {http.MethodGet: {"200", "503"}},
 	"/metrics":                   {http.MethodGet: {"200"}},
@@ -225,12 +229,14 @@ func TestOperationsAndStatusCodes(t *testing.T) {
 func TestComponentSchemas(t *testing.T) {
 	s := loadSpec(t)
 	schemas := s.model.Components.Schemas
-	for _, name := range []string{"Click", "IngestResponse", "Rejection", "Problem", "ClickURLRequest", "ClickURLResponse"} {
+	for _, name := range []string{"Click", "IngestResponse", "Rejection", "Problem", "ClickURLRequest", "ClickURLResponse",
+		"Granularity", "ClickSeries", "SeriesPoint", "TopAds", "AdClickCount", "TrafficQuality", "PipelineStatus", "PartitionStatus"} {
 		if schemas.GetOrZero(name) == nil {
 			t.Errorf("components.schemas.%s is missing", name)
 		}
 	}
-	for _, name := range []string{"ClicksAccepted", "ClicksBadRequest", "PayloadTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NotFound"} {
+	for _, name := range []string{"ClicksAccepted", "ClicksBadRequest", "PayloadTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NotFound",
+		"QueryBadRequest", "QueryFailed"} {
 		if s.model.Components.Responses.GetOrZero(name) == nil {
 			t.Errorf("components.responses.%s is missing", name)
 		}
@@ -262,8 +268,33 @@ func TestComponentSchemas(t *testing.T) {
 	if !slices.Equal(codes, wantCodes) {
 		t.Errorf("Rejection.code enum = %v, want %v", codes, wantCodes)
 	}
+	var granularities []string
+	for _, n := range schemas.GetOrZero("Granularity").Schema().Enum {
+		granularities = append(granularities, n.Value)
+	}
+	if want := []string{"1m", "1h", "1d"}; !slices.Equal(granularities, want) {
+		t.Errorf("Granularity enum = %v, want %v", granularities, want)
+	}
+	for name, want := range map[string][]string{
+		"ClickSeries":     {"ad_id", "granularity", "from", "to", "points"},
+		"SeriesPoint":     {"window_start", "clicks", "invalid_clicks", "final"},
+		"TopAds":          {"from", "to", "ads"},
+		"AdClickCount":    {"ad_id", "clicks"},
+		"TrafficQuality":  {"from", "to", "valid", "invalid", "duplicates", "too_late"},
+		"PipelineStatus":  {"partitions", "events_in_per_second", "events_out_per_second", "oldest_unprocessed_event_age_seconds", "freshness_seconds"},
+		"PartitionStatus": {"partition", "log_end_offset", "committed_offset", "lag", "watermark"},
+	} {
+		if got := schemas.GetOrZero(name).Schema().Required; !slices.Equal(got, want) {
+			t.Errorf("%s.required = %v, want %v", name, got, want)
+		}
+	}
+	limit := s.model.Paths.PathItems.GetOrZero("/v1/ads/top").Get.Parameters[3].Schema.Schema()
+	if limit.Minimum == nil || *limit.Minimum != 1 || limit.Maximum == nil || *limit.Maximum != 1000 {
+		t.Errorf("GET /v1/ads/top limit must be an integer from 1 to 1000")
+	}
+
 	problem := schemas.GetOrZero("Problem").Schema()
-	for _, p := range []string{"type", "title", "status", "detail", "instance", "rejected", "offset", "line"} {
+	for _, p := range []string{"type", "title", "status", "detail", "instance", "rejected", "offset", "line", "field", "parameter"} {
 		if problem.Properties.GetOrZero(p) == nil {
 			t.Errorf("Problem.%s is missing", p)
 		}
@@ -400,6 +431,13 @@ func TestExamplesMatchSchemas(t *testing.T) {
 		"POST /v1/clicks 400 brokenJSON",
 		"POST /v1/clicks 400 badNDJSONLine",
 		"POST /v1/ads/{ad_id}/click-urls 201 minted",
+		"GET /v1/ads/{ad_id}/clicks 200 minutes",
+		"GET /v1/ads/{ad_id}/clicks 400 tooManyPoints",
+		"GET /v1/ads/top 200 lastFiveMinutes",
+		"GET /v1/ads/top 400 windowWithFrom",
+		"GET /v1/traffic/quality 200 allAds",
+		"GET /v1/pipeline/status 200 starting",
+		"GET /v1/pipeline/status 500 storeFailed",
 	} {
 		if !seen[want] {
 			t.Errorf("example %q is missing", want)
@@ -445,8 +483,11 @@ func exampleBody(t *testing.T, n *yaml.Node, mediaType string) []byte {
 }
 
 const (
-	clicksURL = "http://127.0.0.1:8080/v1/clicks"
-	mintURL   = "http://127.0.0.1:8080/v1/ads/ad-1001/click-urls"
+	clicksURL  = "http://127.0.0.1:8080/v1/clicks"
+	mintURL    = "http://127.0.0.1:8080/v1/ads/ad-1001/click-urls"
+	seriesURL  = "http://127.0.0.1:8080/v1/ads/ad-1001/clicks"
+	topURL     = "http://127.0.0.1:8080/v1/ads/top"
+	qualityURL = "http://127.0.0.1:8080/v1/traffic/quality"
 )
 
 func newRequest(method, url, contentType, body string) *http.Request {
@@ -507,6 +548,24 @@ func TestRequestsValidate(t *testing.T) {
 		{"mint bad impression id", "POST", mintURL, mediaJSON, `{"destination":"https://example.com/","impression_id":"a/b"}`, false},
 		{"mint bad ad_id", "POST", "http://127.0.0.1:8080/v1/ads/a%20b/click-urls", mediaJSON, `{"destination":"https://example.com/"}`, false},
 
+		{"series defaults", "GET", seriesURL, "", "", true},
+		{"series every parameter", "GET", seriesURL + "?from=2026-11-30T12:00:00Z&to=2026-11-30T14:00:00%2B01:00&granularity=1h&country=de", "", "", true},
+		{"series granularity 5m", "GET", seriesURL + "?granularity=5m", "", "", false},
+		{"series from not a time", "GET", seriesURL + "?from=yesterday", "", "", false},
+		{"series country alpha-3", "GET", seriesURL + "?country=DEU", "", "", false},
+		{"series bad ad_id", "GET", "http://127.0.0.1:8080/v1/ads/a%20b/clicks", "", "", false},
+		{"top defaults", "GET", topURL, "", "", true},
+		{"top window", "GET", topURL + "?window=1h30m&limit=1000&country=FR", "", "", true},
+		{"top range", "GET", topURL + "?from=2026-11-30T12:00:00Z&to=2026-11-30T13:00:00Z&limit=1", "", "", true},
+		{"top limit 0", "GET", topURL + "?limit=0", "", "", false},
+		{"top limit 1001", "GET", topURL + "?limit=1001", "", "", false},
+		{"top window not a duration", "GET", topURL + "?window=5", "", "", false},
+		{"quality defaults", "GET", qualityURL, "", "", true},
+		{"quality of one ad", "GET", qualityURL + "?ad_id=ad-1001&from=2026-11-30T12:00:00Z", "", "", true},
+		{"quality bad ad_id", "GET", qualityURL + "?ad_id=a%2Fb", "", "", false},
+		{"status", "GET", "http://127.0.0.1:8080/v1/pipeline/status", "", "", true},
+		{"status POST", "POST", "http://127.0.0.1:8080/v1/pipeline/status", "", "", false},
+
 		{"redirect", "GET", "http://127.0.0.1:8080/v1/r/" + string(token), "", "", true},
 		{"healthz", "GET", "http://127.0.0.1:8080/healthz", "", "", true},
 		{"readyz", "GET", "http://127.0.0.1:8080/readyz", "", "", true},
@@ -536,6 +595,12 @@ func TestResponsesValidate(t *testing.T) {
 	mint := newRequest("POST", mintURL, mediaJSON, `{"destination":"https://example.com/"}`)
 	redirect := newRequest("GET", "http://127.0.0.1:8080/v1/r/AajxmtgGB2", "", "")
 	readyz := newRequest("GET", "http://127.0.0.1:8080/readyz", "", "")
+	series := newRequest("GET", seriesURL, "", "")
+	top := newRequest("GET", topURL, "", "")
+	quality := newRequest("GET", qualityURL, "", "")
+	status := newRequest("GET", "http://127.0.0.1:8080/v1/pipeline/status", "", "")
+	ok := header{"Content-Type": mediaJSON}
+	prob := header{"Content-Type": mediaProb}
 	tests := []struct {
 		name   string
 		req    *http.Request
@@ -566,6 +631,28 @@ func TestResponsesValidate(t *testing.T) {
 		{"201 without token", mint, 201, header{"Content-Type": mediaJSON}, `{"url":"http://127.0.0.1:8080/v1/r/x","ad_id":"a","impression_id":"i","destination":"https://example.com/","expires_at":"2026-11-25T10:30:00Z"}`, false},
 		{"400 mint example", mint, 400, header{"Content-Type": mediaProb}, body("/v1/ads/{ad_id}/click-urls", "post", "400", mediaProb, "badDestination"), true},
 		{"readyz 503 text", readyz, 503, header{"Content-Type": "text/plain; charset=utf-8"}, "draining", true},
+
+		{"series minutes example", series, 200, ok, body("/v1/ads/{ad_id}/clicks", "get", "200", mediaJSON, "minutes"), true},
+		{"series days example", series, 200, ok, body("/v1/ads/{ad_id}/clicks", "get", "200", mediaJSON, "daysInCountry"), true},
+		{"series granularity 5m", series, 200, ok, `{"ad_id":"a","granularity":"5m","from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z","points":[]}`, false},
+		{"series without points", series, 200, ok, `{"ad_id":"a","granularity":"1m","from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z"}`, false},
+		{"series point without final", series, 200, ok, `{"ad_id":"a","granularity":"1m","from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z","points":[{"window_start":"2026-11-30T12:00:00Z","clicks":1,"invalid_clicks":0}]}`, false},
+		{"series lower-case country", series, 200, ok, `{"ad_id":"a","granularity":"1m","country":"de","from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z","points":[]}`, false},
+		{"series from not a time", series, 200, ok, `{"ad_id":"a","granularity":"1m","from":"noon","to":"2026-11-30T13:00:00Z","points":[]}`, false},
+		{"series 400 example", series, 400, prob, body("/v1/ads/{ad_id}/clicks", "get", "400", mediaProb, "badTime"), true},
+		{"series 500 example", series, 500, prob, body("/v1/ads/{ad_id}/clicks", "get", "500", mediaProb, "storeFailed"), true},
+		{"series 500 as plain JSON", series, 500, ok, `{"title":"Internal Server Error","status":500}`, false},
+		{"top example", top, 200, ok, body("/v1/ads/top", "get", "200", mediaJSON, "lastFiveMinutes"), true},
+		{"top ad with no clicks", top, 200, ok, `{"from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z","ads":[{"ad_id":"a","clicks":0}]}`, false},
+		{"top without ads", top, 200, ok, `{"from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z"}`, false},
+		{"quality example", quality, 200, ok, body("/v1/traffic/quality", "get", "200", mediaJSON, "oneAd"), true},
+		{"quality without invalid", quality, 200, ok, `{"from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z","valid":1,"duplicates":0,"too_late":0}`, false},
+		{"quality negative", quality, 200, ok, `{"from":"2026-11-30T12:00:00Z","to":"2026-11-30T13:00:00Z","valid":-1,"invalid":{"bot_user_agent":0,"ip_rate":0},"duplicates":0,"too_late":0}`, false},
+		{"status example", status, 200, ok, body("/v1/pipeline/status", "get", "200", mediaJSON, "running"), true},
+		{"status starting example", status, 200, ok, body("/v1/pipeline/status", "get", "200", mediaJSON, "starting"), true},
+		{"status without freshness", status, 200, ok, `{"partitions":[],"events_in_per_second":0,"events_out_per_second":0,"oldest_unprocessed_event_age_seconds":0}`, false},
+		{"status negative lag", status, 200, ok, `{"partitions":[{"partition":0,"log_end_offset":1,"committed_offset":2,"lag":-1,"watermark":null}],"events_in_per_second":0,"events_out_per_second":0,"oldest_unprocessed_event_age_seconds":0,"freshness_seconds":null}`, false},
+		{"status watermark not a time", status, 200, ok, `{"partitions":[{"partition":0,"log_end_offset":1,"committed_offset":1,"lag":0,"watermark":"soon"}],"events_in_per_second":0,"events_out_per_second":0,"oldest_unprocessed_event_age_seconds":0,"freshness_seconds":null}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
