@@ -24,7 +24,6 @@ type engine struct {
 
 var engines = []engine{
 	{"memory", func(dir string) (analytics.Store, error) { return Open(dir, Config{}, nil) }},
-	{"pebble", func(dir string) (analytics.Store, error) { return openPebbleOnly(dir) }},
 }
 
 // benchEnd is the end of the benchmark data: the last five minutes before it
