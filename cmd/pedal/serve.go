@@ -20,8 +20,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pedal-project/pedal/internal/analytics/embedstore"
 	"github.com/pedal-project/pedal/internal/clicks"
+	"github.com/pedal-project/pedal/internal/clicks/aggregate"
 	"github.com/pedal-project/pedal/internal/clicks/ingest"
+	"github.com/pedal-project/pedal/internal/clicks/query"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
 	"github.com/pedal-project/pedal/internal/observe"
 )
@@ -40,6 +43,7 @@ type serveConfig struct {
 	Log            pebblelog.Config
 	SigningKeyHex  string
 	TrustedProxies []netip.Prefix
+	Aggregate      aggregate.Config
 }
 
 func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -67,6 +71,13 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	minFree := f.Bytes("log-min-free-bytes", 256<<20, "refuse appends (503) while the data dir's disk has less free space")
 	signingKey := f.String("click-signing-key", "", "hex secret (32 bytes) signing redirect click URLs (default: generated once into <data-dir>/click-signing.key)")
 	trusted := f.String("trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed for redirect clicks")
+	dedupHorizon := f.Duration("dedup-horizon", 10*time.Minute, "a click whose (ad_id, click_id) was counted within this much event time is a duplicate")
+	lateness := f.Duration("allowed-lateness", 30*time.Second, "watermark = largest event time seen in a partition minus this; windows before it are final")
+	lateHorizon := f.Duration("late-horizon", time.Hour, "clicks later than this behind the watermark are counted as too_late and left out of the totals")
+	ipRate := f.Int("ip-rate-limit", 5, "clicks of one ip on one ad in one event-time minute beyond this many are invalid (ip_rate)")
+	botFile := f.String("bot-ua-file", "", "file of user-agent substrings marking bots, one per line (default: the list built into pedal)")
+	flushInterval := f.Duration("aggregate-flush-interval", 250*time.Millisecond, "how often each partition commits its state and publishes its window totals (bounds freshness)")
+	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
 		return cfg, err
 	}
@@ -109,6 +120,34 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		MaxEventAge:      *maxEventAge,
 		MaxInFlightBytes: *maxInflight,
 		QueueTimeout:     *queueTimeout,
+	}
+	for name, d := range map[string]time.Duration{"--dedup-horizon": *dedupHorizon, "--allowed-lateness": *lateness,
+		"--late-horizon": *lateHorizon, "--aggregate-flush-interval": *flushInterval, "--partition-idle-timeout": *idleTimeout} {
+		if d <= 0 {
+			return cfg, fmt.Errorf("%s %v: want a positive duration", name, d)
+		}
+	}
+	if *ipRate < 1 {
+		return cfg, fmt.Errorf("--ip-rate-limit %d: want at least 1", *ipRate)
+	}
+	cfg.Aggregate = aggregate.Config{
+		DedupHorizon:    *dedupHorizon,
+		AllowedLateness: *lateness,
+		LateHorizon:     *lateHorizon,
+		IPRateLimit:     *ipRate,
+		FlushInterval:   *flushInterval,
+		IdleTimeout:     *idleTimeout,
+	}
+	if *botFile != "" {
+		fh, err := os.Open(*botFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--bot-ua-file: %w", err)
+		}
+		cfg.Aggregate.BotSubstrings, err = clicks.ParseBotList(fh)
+		fh.Close()
+		if err != nil {
+			return cfg, fmt.Errorf("--bot-ua-file %s: %w", *botFile, err)
+		}
 	}
 	cfg.Log = pebblelog.Config{RetentionAge: *retention, MinFreeBytes: *minFree, MinSyncInterval: *minSync}
 	if *minFree == 0 {
@@ -156,6 +195,26 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("%w (the data dir was created with another --partitions; partition counts cannot change)", err)
 	}
 
+	store, err := embedstore.Open(filepath.Join(cfg.DataDir, "analytics"), embedstore.Config{}, logger.With("component", "analytics"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			logger.Error("close analytics store", "err", err)
+		}
+	}()
+	agg, err := aggregate.Open(ctx, filepath.Join(cfg.DataDir, "aggregate"), cfg.Aggregate, log, store, logger.With("component", "aggregate"), reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := agg.Close(); err != nil {
+			logger.Error("close aggregator state", "err", err)
+		}
+	}()
+	q := query.New(query.Config{}, store, pipeline{agg}, logger.With("component", "query"))
+
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("--http-addr %s: %w", cfg.HTTPAddr, err)
@@ -170,7 +229,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	var ready atomic.Bool
-	mux := newMux(reg, tp, &ready, ing, rd)
+	mux := newMux(reg, tp, &ready, ing, rd, q)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -181,6 +240,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return log.Run(gctx) })
+	g.Go(func() error { return agg.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
@@ -234,7 +294,7 @@ func debugMux() http.Handler {
 	return mux
 }
 
-func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects) http.Handler {
+func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects, q *query.API) http.Handler {
 	hm := observe.NewHTTPMetrics(reg)
 	mux := http.NewServeMux()
 	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, hm.Wrap(pattern, tp, h)) }
@@ -256,5 +316,31 @@ func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Boo
 	handle("POST /v1/clicks", ing.HandleClicks())
 	handle("GET /v1/r/{token}", rd.HandleRedirect())
 	handle("POST /v1/ads/{ad_id}/click-urls", rd.HandleMint())
+	handle("GET /v1/ads/{ad_id}/clicks", q.HandleSeries())
+	handle("GET /v1/ads/top", q.HandleTop())
+	handle("GET /v1/traffic/quality", q.HandleQuality())
+	handle("GET /v1/pipeline/status", q.HandleStatus())
 	return mux
+}
+
+// pipeline shows the aggregator to the query API.
+type pipeline struct{ a *aggregate.Aggregator }
+
+func (p pipeline) Watermark(adID string) (time.Time, bool) { return p.a.Watermark(adID) }
+
+func (p pipeline) Status(ctx context.Context) (query.Status, error) {
+	st, err := p.a.Status(ctx)
+	if err != nil {
+		return query.Status{}, err
+	}
+	out := query.Status{
+		EventsInPerSecond:    st.EventsInPerSecond,
+		EventsOutPerSecond:   st.EventsOutPerSecond,
+		OldestUnprocessedAge: st.OldestUnprocessedAge,
+		Freshness:            st.Freshness,
+	}
+	for _, ps := range st.Partitions {
+		out.Partitions = append(out.Partitions, query.PartitionStatus(ps))
+	}
+	return out, nil
 }
