@@ -28,3 +28,13 @@ func normalizeCountry(b []byte) ([2]byte, bool) {
 	}
 	return c, iso3166[c[0]-'A'][c[1]-'A']
 }
+
+// NormalizeCountry returns the upper-case code and true when s is an assigned
+// ISO 3166-1 alpha-2 code in either case, as the ingestion API accepts it.
+func NormalizeCountry(s string) (string, bool) {
+	c, ok := normalizeCountry([]byte(s))
+	if !ok {
+		return "", false
+	}
+	return string(c[:]), true
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pedal-project/pedal/internal/analytics"
+	"github.com/pedal-project/pedal/internal/clicks"
 	"github.com/pedal-project/pedal/internal/httpjson"
 )
 
@@ -126,7 +127,7 @@ func (p params) country() (string, error) {
 	if !ok {
 		return "", nil
 	}
-	c, ok := normalizeCountry(s)
+	c, ok := clicks.NormalizeCountry(s)
 	if !ok {
 		return "", &paramError{"country", "want an ISO 3166-1 alpha-2 country code such as US, got " + quote(s)}
 	}
