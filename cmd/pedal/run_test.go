@@ -238,6 +238,11 @@ func TestConfigErrors(t *testing.T) {
 		{nil, map[string]string{"PEDAL_MAX_EVENT_AGE": "a week"}, "PEDAL_MAX_EVENT_AGE"},
 		{nil, map[string]string{"PEDAL_MAX_BODY_BYTES": "lots"}, "PEDAL_MAX_BODY_BYTES"},
 		{[]string{"extra"}, nil, "unexpected arguments"},
+		{[]string{"--dedup-horizon", "0s"}, nil, "--dedup-horizon"},
+		{[]string{"--ip-rate-limit", "0"}, nil, "--ip-rate-limit"},
+		{[]string{"--analytics-retention", "-1h"}, nil, "--analytics-retention"},
+		{[]string{"--bot-ua-file", "/nonexistent/bots.txt"}, nil, "--bot-ua-file"},
+		{[]string{"--bot-ua-file", emptyFile(t)}, nil, "no substrings"},
 	}
 	for _, tt := range tests {
 		_, err := parseServeConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
@@ -250,6 +255,14 @@ func TestConfigErrors(t *testing.T) {
 	}, io.Discard)
 	if err != nil || cfg.HTTPAddr != "127.0.0.1:9999" || cfg.Ingest.MaxBodyBytes != 2<<20 {
 		t.Errorf("env default and flag override: addr %q body %d, %v", cfg.HTTPAddr, cfg.Ingest.MaxBodyBytes, err)
+	}
+	bots := filepath.Join(t.TempDir(), "bots.txt")
+	if err := os.WriteFile(bots, []byte("# ours\nEvilCrawler\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = parseServeConfig([]string{"--bot-ua-file", bots}, func(string) string { return "" }, io.Discard)
+	if err != nil || len(cfg.Aggregate.BotSubstrings) != 1 || cfg.Aggregate.BotSubstrings[0] != "evilcrawler" {
+		t.Errorf("--bot-ua-file: %q, %v", cfg.Aggregate.BotSubstrings, err)
 	}
 	if err := run(t.Context(), []string{"frobnicate"}, func(string) string { return "" }, io.Discard, io.Discard); err == nil {
 		t.Error("an unknown command succeeded")
@@ -317,4 +330,13 @@ func childAddr(t *testing.T, r io.Reader) string {
 	}
 	t.Fatalf("child exited without serving: %v", sc.Err())
 	return ""
+}
+
+func emptyFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -44,6 +44,8 @@ type serveConfig struct {
 	SigningKeyHex  string
 	TrustedProxies []netip.Prefix
 	Aggregate      aggregate.Config
+	// AnalyticsRetention: window totals older than this are deleted (0 keeps them).
+	AnalyticsRetention time.Duration
 }
 
 func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -77,6 +79,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	ipRate := f.Int("ip-rate-limit", 5, "clicks of one ip on one ad in one event-time minute beyond this many are invalid (ip_rate)")
 	botFile := f.String("bot-ua-file", "", "file of user-agent substrings marking bots, one per line (default: the list built into pedal)")
 	flushInterval := f.Duration("aggregate-flush-interval", 250*time.Millisecond, "how often each partition commits its state and publishes its window totals (bounds freshness)")
+	analyticsRetention := f.Duration("analytics-retention", 31*24*time.Hour, "delete window totals older than this from the analytics store, hourly (0: keep forever; the embedded store holds them all in memory, ~50 bytes a row)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
 		return cfg, err
@@ -127,6 +130,10 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 			return cfg, fmt.Errorf("%s %v: want a positive duration", name, d)
 		}
 	}
+	if *analyticsRetention < 0 {
+		return cfg, fmt.Errorf("--analytics-retention %v: want 0 (keep) or a positive duration", *analyticsRetention)
+	}
+	cfg.AnalyticsRetention = *analyticsRetention
 	if *ipRate < 1 {
 		return cfg, fmt.Errorf("--ip-rate-limit %d: want at least 1", *ipRate)
 	}
@@ -241,6 +248,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return log.Run(gctx) })
 	g.Go(func() error { return agg.Run(gctx) })
+	if cfg.AnalyticsRetention > 0 {
+		g.Go(func() error {
+			applyAnalyticsRetention(gctx, store, cfg.AnalyticsRetention, logger)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
@@ -343,4 +356,24 @@ func (p pipeline) Status(ctx context.Context) (query.Status, error) {
 		out.Partitions = append(out.Partitions, query.PartitionStatus(ps))
 	}
 	return out, nil
+}
+
+// applyAnalyticsRetention deletes window totals older than retention, at once
+// and then hourly, until ctx is done.
+func applyAnalyticsRetention(ctx context.Context, store *embedstore.Store, retention time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		cutoff := time.Now().Add(-retention).Truncate(time.Minute)
+		if n, err := store.DeleteBefore(ctx, cutoff); err != nil && ctx.Err() == nil {
+			logger.Warn("analytics retention", "err", err)
+		} else if n > 0 {
+			logger.Info("analytics retention", "deleted_rows", n, "before", cutoff)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
