@@ -41,7 +41,10 @@ func TestCrashesCountEachClickOnce(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 7))    // retries; under mu
+	killAt := rand.New(rand.NewPCG(seed, 8)) // kill times; the test goroutine's
 	gen := newCrashStream(time.Now())
 	var (
 		mu      sync.Mutex
@@ -108,7 +111,7 @@ func TestCrashesCountEachClickOnce(t *testing.T) {
 		for range 4 {
 			wg.Go(func() { send(client, base, stop) })
 		}
-		time.Sleep(time.Duration(200+rng.IntN(1000)) * time.Millisecond)
+		time.Sleep(time.Duration(200+killAt.IntN(1000)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
