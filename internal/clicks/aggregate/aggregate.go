@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,11 @@ type Config struct {
 	Group string
 	// LogCommitInterval spaces those log commits; default 5s.
 	LogCommitInterval time.Duration
+	// Workers is how many partitions process at once; default half of
+	// GOMAXPROCS, at least 1. The rest of the CPU stays with ingestion, whose
+	// acknowledgements are the latency that matters: under overload the
+	// aggregator falls behind (lag, freshness) instead of slowing every 202.
+	Workers int
 	// Now is the wall clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -76,6 +82,9 @@ func (c *Config) setDefaults() {
 	if c.FetchMax <= 0 {
 		c.FetchMax = 8192
 	}
+	if c.Workers <= 0 {
+		c.Workers = max(1, runtime.GOMAXPROCS(0)/2)
+	}
 	if c.Group == "" {
 		c.Group = "aggregator"
 	}
@@ -95,6 +104,7 @@ type Aggregator struct {
 	bots   []string
 	parts  []*partition
 	rates  rates
+	sem    chan struct{} // a slot per worker
 }
 
 // Open opens (or creates) the aggregator's state store in dir and loads the
@@ -120,7 +130,7 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 	if err != nil {
 		return nil, fmt.Errorf("open aggregator state in %s: %w", dir, err)
 	}
-	a := &Aggregator{cfg: cfg, log: log, store: store, db: db, logger: logger}
+	a := &Aggregator{cfg: cfg, log: log, store: store, db: db, logger: logger, sem: make(chan struct{}, cfg.Workers)}
 	for _, b := range cfg.BotSubstrings {
 		if b = strings.ToLower(strings.TrimSpace(b)); b != "" {
 			a.bots = append(a.bots, b)

@@ -288,21 +288,34 @@ func (p *partition) run(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("partition %d: read the log at %d: %w", p.id, p.next, err)
 		}
-		for i := range recs {
-			if err := p.process(&recs[i]); err != nil {
-				return fmt.Errorf("partition %d offset %d: %w", p.id, recs[i].Offset, err)
-			}
-		}
-		if len(recs) > 0 {
-			p.next = recs[len(recs)-1].Offset + 1
-			p.processed = true
-		}
-		if cfg.Now().Sub(p.lastFlush) >= cfg.FlushInterval {
-			if err := p.flush(ctx); err != nil {
-				return err
-			}
+		if err := p.step(ctx, recs); err != nil {
+			return err
 		}
 	}
+}
+
+// step processes recs and flushes when the flush interval has passed, holding
+// one of the aggregator's worker slots.
+func (p *partition) step(ctx context.Context, recs []eventlog.Record) error {
+	select {
+	case p.a.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil // run flushes on its way out
+	}
+	defer func() { <-p.a.sem }()
+	for i := range recs {
+		if err := p.process(&recs[i]); err != nil {
+			return fmt.Errorf("partition %d offset %d: %w", p.id, recs[i].Offset, err)
+		}
+	}
+	if len(recs) > 0 {
+		p.next = recs[len(recs)-1].Offset + 1
+		p.processed = true
+	}
+	if p.a.cfg.Now().Sub(p.lastFlush) >= p.a.cfg.FlushInterval {
+		return p.flush(ctx)
+	}
+	return nil
 }
 
 // process applies the rules to one record.
