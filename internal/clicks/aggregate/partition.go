@@ -89,8 +89,9 @@ type partition struct {
 	publishedNext int64 // state of offsets before it is in the analytics store
 	windows       map[winKey]*window
 	dirty         []*window
-	ips           map[ipKey]uint32 // minutes ≥ cut.ipHot
-	ipDirty       map[ipKey]uint32
+	ips           map[ipKey]uint32 // minutes ≥ stored.ipHot
+	coldIPs       map[ipKey]uint32 // counters of earlier minutes, of the buckets in coldLoaded
+	coldLoaded    map[ipBucketRef]bool // true: changed since the last flush
 	fps           *fpset.Set // minutes ≥ cut.dedupHot
 	pend          map[dedupKey][]byte
 	cut           cutoffs // as of maxTS
@@ -151,7 +152,8 @@ func (a *Aggregator) loadPartition(id int32) (*partition, error) {
 		a: a, id: id,
 		windows: map[winKey]*window{},
 		ips:     map[ipKey]uint32{},
-		ipDirty: map[ipKey]uint32{},
+		coldIPs:    map[ipKey]uint32{},
+		coldLoaded: map[ipBucketRef]bool{},
 		pend:    map[dedupKey][]byte{},
 		uaCache: map[string]bool{},
 	}
@@ -210,26 +212,26 @@ func (a *Aggregator) loadPartition(id int32) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("windows: %w", err)
 	}
-	err = scan(kindIP, p.cut.ipHot, func(k, v []byte) error {
-		ik, ok := parseIPKey(k)
-		n, l := uvarint(v)
-		if !ok || l <= 0 {
-			return errCorrupt
-		}
-		p.ips[ik] = uint32(n)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ip counters: %w", err)
-	}
 	p.fps = fpset.New(0)
-	err = scan(kindDedup, p.cut.dedupHot, func(k, v []byte) error {
+	err = scan(kindDedup, min(p.cut.dedupHot, p.cut.ipHot), func(k, v []byte) error {
 		if len(k) != 17 {
 			return errCorrupt
 		}
 		dk := dedupKey{minute: be32(k[5:]), fp: be64(k[9:])}
-		p.fps.Insert(dk.fp, dk.minute)
-		return nil
+		if dk.minute >= p.cut.dedupHot {
+			p.fps.Insert(dk.fp, dk.minute)
+		}
+		if dk.minute < p.cut.ipHot {
+			return nil
+		}
+		// The ip counters of the minutes in memory: counted clicks with an ip
+		// that are not bots.
+		return forEachEntry(v, func(e *entry) bool {
+			if e.ip.IsValid() && !e.bot {
+				p.ips[ipKey{ad: string(e.ad), ip: e.ip, minute: dk.minute}]++
+			}
+			return true
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("deduplication entries: %w", err)
@@ -359,12 +361,13 @@ func (p *partition) classify(c *clicks.Click, ts int64) error {
 		p.window(c.AdID, c.Country, own).dups++
 		return nil
 	}
-	p.pend[dedupKey{own, fp}] = appendEntry(existing, c.AdID, c.ClickID, ts)
+	bot := p.isBot(c.UserAgent)
+	p.pend[dedupKey{own, fp}] = appendEntry(existing, c.AdID, c.ClickID, ts, bot, c.IP)
 	if own >= p.cut.dedupHot {
 		p.fps.Insert(fp, own)
 	}
 	w := p.window(c.AdID, c.Country, own)
-	if p.isBot(c.UserAgent) {
+	if bot {
 		m.bot.Inc()
 		w.bot++
 		return nil
@@ -470,35 +473,58 @@ func (p *partition) dedupValue(k dedupKey) ([]byte, error) {
 	return v, closer.Close()
 }
 
+type ipBucketRef struct {
+	minute uint32
+	bucket uint16
+}
+
 // countIP counts one more click toward k's rate limit and returns the count.
 func (p *partition) countIP(k ipKey) (uint32, error) {
-	var n uint32
-	if k.minute >= p.cut.ipHot {
-		n = p.ips[k]
-	} else if v, ok := p.ipDirty[k]; ok {
-		n = v
-	} else {
-		p.keyBuf = ipStoreKey(p.keyBuf, p.id, k)
+	if k.minute >= p.stored.ipHot {
+		n := p.ips[k] + 1
+		p.ips[k] = n
+		return n, nil
+	}
+	// A late click: its minute's counters are in the store.
+	ref := ipBucketRef{k.minute, ipBucketOf(k.ad, k.ip)}
+	if _, ok := p.coldLoaded[ref]; !ok {
+		p.keyBuf = ipBucketKey(p.keyBuf, p.id, ref.minute, ref.bucket)
 		v, closer, err := p.a.db.Get(p.keyBuf)
 		switch {
 		case errors.Is(err, pebble.ErrNotFound):
 		case err != nil:
 			return 0, fmt.Errorf("read ip counters: %w", err)
 		default:
-			x, l := uvarint(v)
+			err = forEachIPCount(v, func(ad []byte, ip netip.Addr, n uint32) {
+				p.coldIPs[ipKey{ad: string(ad), ip: ip, minute: ref.minute}] = n
+			})
 			closer.Close()
-			if l <= 0 {
-				return 0, errCorrupt
+			if err != nil {
+				return 0, fmt.Errorf("read ip counters: %w", err)
 			}
-			n = uint32(x)
 		}
 	}
-	n++
-	if k.minute >= p.cut.ipHot {
-		p.ips[k] = n
-	}
-	p.ipDirty[k] = n
+	p.coldLoaded[ref] = true
+	n := p.coldIPs[k] + 1
+	p.coldIPs[k] = n
 	return n, nil
+}
+
+// writeIPBuckets writes the counters of ips whose minute passes keep into
+// their buckets.
+func (p *partition) writeIPBuckets(b *pebble.Batch, ips map[ipKey]uint32, keep func(ipKey) bool) {
+	buckets := map[ipBucketRef][]byte{}
+	for k, n := range ips {
+		if keep(k) {
+			ref := ipBucketRef{k.minute, ipBucketOf(k.ad, k.ip)}
+			buckets[ref] = appendIPCount(buckets[ref], k.ad, k.ip, n)
+		}
+	}
+	var kb []byte
+	for ref, v := range buckets {
+		kb = ipBucketKey(kb, p.id, ref.minute, ref.bucket)
+		b.Set(kb, v, nil)
+	}
 }
 
 func (p *partition) window(ad, country string, m uint32) *window {
@@ -543,10 +569,10 @@ func (p *partition) flush(ctx context.Context) error {
 		kb = dedupStoreKey(kb, p.id, k)
 		b.Set(kb, p.pend[k], nil)
 	}
-	for k, n := range p.ipDirty {
-		kb = ipStoreKey(kb, p.id, k)
-		b.Set(kb, appendUvarint(nil, uint64(n)), nil)
-	}
+	// Late clicks' counters, by whole bucket.
+	p.writeIPBuckets(b, p.coldIPs, func(k ipKey) bool {
+		return p.coldLoaded[ipBucketRef{k.minute, ipBucketOf(k.ad, k.ip)}]
+	})
 	rows := make([]analytics.Row, 0, len(p.dirty))
 	var vb []byte
 	for _, w := range p.dirty {
@@ -557,6 +583,10 @@ func (p *partition) flush(ctx context.Context) error {
 		w.dirty = false
 	}
 	cut := p.cut
+	if cut.ipHot > p.stored.ipHot {
+		// Minutes leaving memory: their counters go to the store.
+		p.writeIPBuckets(b, p.ips, func(k ipKey) bool { return k.minute < cut.ipHot && k.minute >= cut.window })
+	}
 	if cut.window > p.stored.window {
 		b.DeleteRange(minuteKey(kindWindow, p.id, 0), minuteKey(kindWindow, p.id, cut.window), nil)
 		b.DeleteRange(minuteKey(kindIP, p.id, 0), minuteKey(kindIP, p.id, cut.window), nil)
@@ -570,7 +600,8 @@ func (p *partition) flush(ctx context.Context) error {
 	}
 	p.a.m.commit.Observe(time.Since(start).Seconds())
 	clear(p.pend)
-	clear(p.ipDirty)
+	clear(p.coldIPs)
+	clear(p.coldLoaded)
 	clear(p.dirty)
 	p.dirty = p.dirty[:0]
 
