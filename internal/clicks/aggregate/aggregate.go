@@ -137,14 +137,30 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 		}
 	}
 	a.m = newMetrics(reg, a)
+	start := time.Now()
+	a.parts = make([]*partition, n)
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i := range n {
-		p, err := a.loadPartition(i)
-		if err != nil {
-			db.Close()
-			return nil, fmt.Errorf("load aggregator state of partition %d: %w", i, err)
-		}
-		a.parts = append(a.parts, p)
+		g.Go(func() error {
+			p, err := a.loadPartition(i)
+			if err != nil {
+				return fmt.Errorf("load aggregator state of partition %d: %w", i, err)
+			}
+			a.parts[i] = p
+			return nil
+		})
 	}
+	if err := g.Wait(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	keys, windows := 0, 0
+	for _, p := range a.parts {
+		keys += p.fps.Len()
+		windows += len(p.windows)
+	}
+	logger.Info("aggregator state loaded", "partitions", n, "dedup_keys", keys, "open_windows", windows, "duration", time.Since(start))
 	return a, nil
 }
 

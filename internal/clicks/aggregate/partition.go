@@ -212,14 +212,17 @@ func (a *Aggregator) loadPartition(id int32) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("windows: %w", err)
 	}
-	p.fps = fpset.New(0)
+	// Store order is fingerprint order: inserted one by one into a growing
+	// set, sorted fingerprints would pile into one cluster. Collect, then
+	// insert into a set sized for them.
+	var hot []dedupKey
 	err = scan(kindDedup, min(p.cut.dedupHot, p.cut.ipHot), func(k, v []byte) error {
 		if len(k) != 17 {
 			return errCorrupt
 		}
 		dk := dedupKey{minute: be32(k[5:]), fp: be64(k[9:])}
 		if dk.minute >= p.cut.dedupHot {
-			p.fps.Insert(dk.fp, dk.minute)
+			hot = append(hot, dk)
 		}
 		if dk.minute < p.cut.ipHot {
 			return nil
@@ -235,6 +238,10 @@ func (a *Aggregator) loadPartition(id int32) (*partition, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("deduplication entries: %w", err)
+	}
+	p.fps = fpset.New(len(hot))
+	for _, dk := range hot {
+		p.fps.Insert(dk.fp, dk.minute)
 	}
 	// Until run has republished an unpublished commit, only what was published
 	// is reported as queryable.
