@@ -80,6 +80,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	botFile := f.String("bot-ua-file", "", "file of user-agent substrings marking bots, one per line (default: the list built into pedal)")
 	flushInterval := f.Duration("aggregate-flush-interval", 250*time.Millisecond, "how often each partition commits its state and publishes its window totals (bounds freshness)")
 	analyticsRetention := f.Duration("analytics-retention", 31*24*time.Hour, "delete window totals older than this from the analytics store, hourly (0: keep forever; the embedded store holds them all in memory, ~50 bytes a row)")
+	workers := f.Int("aggregate-workers", 0, "partitions aggregated at once (default half the CPUs, at least 1; the rest is left to ingestion)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
 		return cfg, err
@@ -134,6 +135,9 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		return cfg, fmt.Errorf("--analytics-retention %v: want 0 (keep) or a positive duration", *analyticsRetention)
 	}
 	cfg.AnalyticsRetention = *analyticsRetention
+	if *workers < 0 {
+		return cfg, fmt.Errorf("--aggregate-workers %d: want 0 (default) or more", *workers)
+	}
 	if *ipRate < 1 {
 		return cfg, fmt.Errorf("--ip-rate-limit %d: want at least 1", *ipRate)
 	}
@@ -144,6 +148,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		IPRateLimit:     *ipRate,
 		FlushInterval:   *flushInterval,
 		IdleTimeout:     *idleTimeout,
+		Workers:         *workers,
 	}
 	if *botFile != "" {
 		fh, err := os.Open(*botFile)
