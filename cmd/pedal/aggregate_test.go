@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pedal-project/pedal/internal/clicks/reference"
 )
 
 // TestLoadgenVerifyAgainstServe is the acceptance test of the click pipeline:
@@ -64,47 +67,18 @@ func TestQueryAPIServesAggregates(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
-	// Wait until the pipeline has processed everything.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var st struct {
-			Partitions []struct{ Lag int64 } `json:"partitions"`
-		}
-		getJSON("/v1/pipeline/status", &st)
-		caught := len(st.Partitions) == 2
-		for _, p := range st.Partitions {
-			caught = caught && p.Lag == 0
-		}
-		if caught {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pipeline did not catch up: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCaughtUp(t, http.DefaultClient, s.url)
 	from, to := now.Add(-time.Hour).Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339)
 
+	got := seriesOf(t, http.DefaultClient, s.url, "ad-q", now.Add(-time.Hour), now.Add(time.Hour))
+	want := map[time.Time]reference.Counts{now: {Clicks: 2}, now.Add(time.Minute): {Invalid: 1}}
+	if !maps.Equal(got, want) {
+		t.Errorf("series of ad-q = %v, want %v", got, want)
+	}
 	var series struct {
 		Points []struct {
-			WindowStart   time.Time `json:"window_start"`
-			Clicks        int64     `json:"clicks"`
-			InvalidClicks int64     `json:"invalid_clicks"`
+			Clicks int64 `json:"clicks"`
 		} `json:"points"`
-	}
-	if code := getJSON("/v1/ads/ad-q/clicks?from="+from+"&to="+to, &series); code != 200 {
-		t.Fatalf("series: %d", code)
-	}
-	want := fmt.Sprintf("[{%s 2 0} {%s 0 1}]", now.Format(time.RFC3339), now.Add(time.Minute).Format(time.RFC3339))
-	got := "["
-	for i, p := range series.Points {
-		if i > 0 {
-			got += " "
-		}
-		got += fmt.Sprintf("{%s %d %d}", p.WindowStart.Format(time.RFC3339), p.Clicks, p.InvalidClicks)
-	}
-	if got += "]"; got != want {
-		t.Errorf("series of ad-q = %s, want %s", got, want)
 	}
 	if code := getJSON("/v1/ads/ad-q/clicks?from="+from+"&to="+to+"&country=de", &series); code != 200 || len(series.Points) != 1 || series.Points[0].Clicks != 1 {
 		t.Errorf("series of ad-q in DE = %d %+v, want one click", code, series.Points)
