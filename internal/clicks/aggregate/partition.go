@@ -89,10 +89,10 @@ type partition struct {
 	publishedNext int64 // state of offsets before it is in the analytics store
 	windows       map[winKey]*window
 	dirty         []*window
-	ips           map[ipKey]uint32 // minutes ≥ stored.ipHot
-	coldIPs       map[ipKey]uint32 // counters of earlier minutes, of the buckets in coldLoaded
+	ips           map[ipKey]uint32     // minutes ≥ stored.ipHot
+	coldIPs       map[ipKey]uint32     // counters of earlier minutes, of the buckets in coldLoaded
 	coldLoaded    map[ipBucketRef]bool // true: changed since the last flush
-	fps           *fpset.Set // minutes ≥ cut.dedupHot
+	fps           *fpset.Set           // minutes ≥ cut.dedupHot
 	pend          map[dedupKey][]byte
 	cut           cutoffs // as of maxTS
 	stored        cutoffs // as applied to the store and memory at the last flush
@@ -150,12 +150,12 @@ func (p *partition) computeCutoffs() cutoffs {
 func (a *Aggregator) loadPartition(id int32) (*partition, error) {
 	p := &partition{
 		a: a, id: id,
-		windows: map[winKey]*window{},
-		ips:     map[ipKey]uint32{},
+		windows:    map[winKey]*window{},
+		ips:        map[ipKey]uint32{},
 		coldIPs:    map[ipKey]uint32{},
 		coldLoaded: map[ipBucketRef]bool{},
-		pend:    map[dedupKey][]byte{},
-		uaCache: map[string]bool{},
+		pend:       map[dedupKey][]byte{},
+		uaCache:    map[string]bool{},
 	}
 	p.publishedNext = -1
 	if v, closer, err := a.db.Get(partKey(kindMeta, id)); err == nil {
