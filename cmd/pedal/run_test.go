@@ -243,6 +243,11 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--analytics-retention", "-1h"}, nil, "--analytics-retention"},
 		{[]string{"--bot-ua-file", "/nonexistent/bots.txt"}, nil, "--bot-ua-file"},
 		{[]string{"--bot-ua-file", emptyFile(t)}, nil, "no substrings"},
+		{[]string{"--fetch-dns-server", "10.0.0.53"}, nil, "--fetch-dns-server"},
+		{[]string{"--fetch-allow-cidr", "10.0.0.0/33"}, nil, "--fetch-allow-cidr"},
+		{[]string{"--fetch-deny-cidr", "nonsense"}, nil, "--fetch-deny-cidr"},
+		{[]string{"--fetch-allowed-ports", "80,0"}, nil, "--fetch-allowed-ports"},
+		{[]string{"--fetch-allowed-ports", ","}, nil, "--fetch-allowed-ports"},
 	}
 	for _, tt := range tests {
 		_, err := parseServeConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)

@@ -12,11 +12,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/pedal-project/pedal/internal/clicks/query"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
 	"github.com/pedal-project/pedal/internal/observe"
+	"github.com/pedal-project/pedal/internal/safehttp"
 )
 
 type serveConfig struct {
@@ -46,6 +49,11 @@ type serveConfig struct {
 	Aggregate      aggregate.Config
 	// AnalyticsRetention: window totals older than this are deleted (0 keeps them).
 	AnalyticsRetention time.Duration
+	// Fetch is the policy of outbound fetches to user-supplied URLs (the
+	// metadata service's pages and secondary fetches); FetchDNSServer, when
+	// set, replaces the system resolver for them.
+	Fetch          safehttp.Config
+	FetchDNSServer string
 }
 
 func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -80,6 +88,10 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	botFile := f.String("bot-ua-file", "", "file of user-agent substrings marking bots, one per line (default: the list built into pedal)")
 	flushInterval := f.Duration("aggregate-flush-interval", 250*time.Millisecond, "how often each partition commits its state and publishes its window totals (bounds freshness)")
 	analyticsRetention := f.Duration("analytics-retention", 31*24*time.Hour, "delete window totals older than this from the analytics store, hourly (0: keep forever; the embedded store holds them all in memory, ~50 bytes a row)")
+	fetchDNS := f.String("fetch-dns-server", "", "DNS server (host:port) for outbound fetches to user-supplied URLs, instead of the system resolver")
+	fetchAllow := f.String("fetch-allow-cidr", "", "comma-separated CIDRs outbound fetches may reach although the built-in deny list refuses them (an internal service you trust)")
+	fetchDeny := f.String("fetch-deny-cidr", "", "comma-separated CIDRs added to the built-in deny list of outbound fetches")
+	fetchPorts := f.String("fetch-allowed-ports", "80,443", "comma-separated ports outbound fetches may connect to")
 	workers := f.Int("aggregate-workers", 0, "partitions aggregated at once (default half the CPUs, at least 1; the rest is left to ingestion)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
@@ -100,19 +112,9 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	if *maxEventAge <= 0 {
 		return cfg, fmt.Errorf("--max-event-age %v: want a positive duration", *maxEventAge)
 	}
-	for _, s := range strings.Split(*trusted, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return cfg, fmt.Errorf("--trusted-proxies: %q is not a CIDR or address", s)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		cfg.TrustedProxies = append(cfg.TrustedProxies, p.Masked())
+	var err error
+	if cfg.TrustedProxies, err = parseCIDRs("--trusted-proxies", *trusted); err != nil {
+		return cfg, err
 	}
 	cfg.DataDir, cfg.HTTPAddr, cfg.PublicURL, cfg.DebugAddr = *dataDir, *httpAddr, *publicURL, *debugAddr
 	cfg.ShutdownDelay, cfg.ShutdownTimeout = *shutdownDelay, *shutdownTimeout
@@ -135,6 +137,31 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		return cfg, fmt.Errorf("--analytics-retention %v: want 0 (keep) or a positive duration", *analyticsRetention)
 	}
 	cfg.AnalyticsRetention = *analyticsRetention
+	if *fetchDNS != "" {
+		if _, _, err := net.SplitHostPort(*fetchDNS); err != nil {
+			return cfg, fmt.Errorf("--fetch-dns-server %q: want host:port", *fetchDNS)
+		}
+		cfg.FetchDNSServer = *fetchDNS
+	}
+	if cfg.Fetch.AllowCIDRs, err = parseCIDRs("--fetch-allow-cidr", *fetchAllow); err != nil {
+		return cfg, err
+	}
+	if cfg.Fetch.DenyCIDRs, err = parseCIDRs("--fetch-deny-cidr", *fetchDeny); err != nil {
+		return cfg, err
+	}
+	for _, s := range strings.Split(*fetchPorts, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return cfg, fmt.Errorf("--fetch-allowed-ports: %q is not a port (1-65535)", s)
+		}
+		cfg.Fetch.AllowedPorts = append(cfg.Fetch.AllowedPorts, uint16(n))
+	}
+	if len(cfg.Fetch.AllowedPorts) == 0 {
+		return cfg, fmt.Errorf("--fetch-allowed-ports: want at least one port")
+	}
 	if *workers < 0 {
 		return cfg, fmt.Errorf("--aggregate-workers %d: want 0 (default) or more", *workers)
 	}
@@ -226,6 +253,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}()
 	q := query.New(query.Config{}, store, pipeline{agg}, logger.With("component", "query"))
+	// The metadata service will fetch through safehttp with this policy.
+	fetch := fetchConfig(cfg, logger.With("component", "fetch"), reg)
+	logger.Info("outbound fetch policy", "allowed_ports", fetch.AllowedPorts, "allow_cidrs", fetch.AllowCIDRs,
+		"deny_cidrs", fetch.DenyCIDRs, "dns_server", cfg.FetchDNSServer)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -381,4 +412,47 @@ func applyAnalyticsRetention(ctx context.Context, store *embedstore.Store, reten
 		case <-t.C:
 		}
 	}
+}
+
+// parseCIDRs reads a comma-separated list of CIDRs or single addresses.
+func parseCIDRs(flagName, list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s: %q is not a CIDR or address", flagName, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// fetchConfig completes the outbound fetch policy of cfg for a service: the
+// DNS server, and refusals counted by reason and logged once each, with the
+// reason and never a response body.
+func fetchConfig(cfg serveConfig, logger *slog.Logger, reg prometheus.Registerer) safehttp.Config {
+	fc := cfg.Fetch
+	if cfg.FetchDNSServer != "" {
+		server := cfg.FetchDNSServer
+		fc.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	blocked := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "pedal_fetch_blocked_total",
+		Help: "Outbound fetches to user-supplied URLs refused by the SSRF policy, by reason.",
+	}, []string{"reason"})
+	fc.OnBlocked = func(reason, host string) {
+		blocked.WithLabelValues(reason).Inc()
+		logger.Warn("outbound fetch blocked", "reason", reason, "host", host)
+	}
+	return fc
 }

@@ -1,6 +1,7 @@
 package archtest
 
 import (
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"io/fs"
@@ -75,6 +76,46 @@ func TestProductionCodeImportsNoTestSupport(t *testing.T) {
 					t.Errorf("%s imports %s", f, path)
 				}
 			}
+		}
+	}
+}
+
+// TestOutboundHTTPOnlyThroughSafehttp: production code builds HTTP clients and
+// transports only in safehttp, the one way to fetch a user-supplied URL, and in
+// loadgen, whose target is the operator's own pedal. The package-level helpers
+// (http.Get, http.DefaultClient, ...) are not used anywhere.
+func TestOutboundHTTPOnlyThroughSafehttp(t *testing.T) {
+	allowed := map[string]bool{"internal/safehttp": true, "internal/loadgen": true}
+	forbidden := map[string]bool{"Client": true, "Transport": true, "DefaultClient": true, "DefaultTransport": true,
+		"Get": true, "Head": true, "Post": true, "PostForm": true}
+	for dir, files := range packages(t) {
+		for _, f := range files {
+			af, err := parser.ParseFile(token.NewFileSet(), f, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			httpName := ""
+			for _, imp := range af.Imports {
+				if path, _ := strconv.Unquote(imp.Path.Value); path == "net/http" {
+					httpName = "http"
+					if imp.Name != nil {
+						httpName = imp.Name.Name
+					}
+				}
+			}
+			if httpName == "" {
+				continue
+			}
+			ast.Inspect(af, func(n ast.Node) bool {
+				sel, ok := n.(*ast.SelectorExpr)
+				if !ok {
+					return true
+				}
+				if id, ok := sel.X.(*ast.Ident); ok && id.Name == httpName && forbidden[sel.Sel.Name] && !allowed[dir] {
+					t.Errorf("%s uses http.%s: outbound requests go through internal/safehttp", f, sel.Sel.Name)
+				}
+				return true
+			})
 		}
 	}
 }

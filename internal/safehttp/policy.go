@@ -311,3 +311,22 @@ func numericLabel(l string) bool {
 	}
 	return l != ""
 }
+// Validate parses rawURL and applies the URL checks of the policy cfg
+// describes (scheme, userinfo, port, host form, and the address policy for an
+// IP literal), as a service does before accepting a URL to fetch later. DNS
+// names are not resolved: the client checks their addresses when it connects.
+// Every refusal satisfies errors.Is(err, ErrBlocked).
+func Validate(rawURL string, cfg Config) (*url.URL, error) {
+	if rawURL != strings.TrimSpace(rawURL) || strings.ContainsAny(rawURL, "\\\x00\t\r\n") {
+		return nil, &BlockedError{Reason: "invalid_url"}
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", &BlockedError{Reason: "invalid_url"}, err)
+	}
+	p := newPolicy(cfg.AllowCIDRs, cfg.DenyCIDRs, cfg.AllowedPorts)
+	if _, _, err := p.checkURL(u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}

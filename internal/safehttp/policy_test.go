@@ -85,10 +85,10 @@ func TestCheckAddrAllowDeny(t *testing.T) {
 		addr   string
 		reason string
 	}{
-		{"10.1.2.3", ""},                     // allowed by AllowCIDRs
-		{"::ffff:10.1.2.3", ""},              // also when mapped
-		{"10.2.0.1", "private"},              // outside the exception
-		{"93.184.215.14", "denied_cidr"},     // added to the deny list
+		{"10.1.2.3", ""},                      // allowed by AllowCIDRs
+		{"::ffff:10.1.2.3", ""},               // also when mapped
+		{"10.2.0.1", "private"},               // outside the exception
+		{"93.184.215.14", "denied_cidr"},      // added to the deny list
 		{"64:ff9b::5db8:d70e", "denied_cidr"}, // NAT64 of a denied address
 		{"8.8.8.8", ""},
 		{"fe80::1%eth0", "zone"},
@@ -180,5 +180,30 @@ func TestPortsConfigurable(t *testing.T) {
 		if _, _, err := p.checkURL(u); (err == nil) != ok {
 			t.Errorf("ports {8080}: checkURL(%q) = %v", raw, err)
 		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for raw, reason := range map[string]string{
+		"https://example.com/a?b":      "",
+		" http://127.0.0.1/":           "invalid_url",
+		"http://evil.com\\@127.0.0.1/": "invalid_url",
+		"http://127.0.0.1:80:80/":      "invalid_url",
+		"http://[::1]x/":               "invalid_url",
+		"http://127.0.0.1/":            "loopback",
+		"http://example.com:8080/":     "port",
+		"ftp://example.com/":           "scheme",
+	} {
+		u, err := Validate(raw, Config{})
+		var be *BlockedError
+		switch {
+		case reason == "" && (err != nil || u == nil):
+			t.Errorf("Validate(%q) = %v", raw, err)
+		case reason != "" && (!errors.As(err, &be) || be.Reason != reason || !errors.Is(err, ErrBlocked)):
+			t.Errorf("Validate(%q) = %v, want refusal %q", raw, err, reason)
+		}
+	}
+	if _, err := Validate("http://example.com:8080/", Config{AllowedPorts: []uint16{8080}}); err != nil {
+		t.Errorf("Validate with port 8080 allowed: %v", err)
 	}
 }
