@@ -311,6 +311,7 @@ func numericLabel(l string) bool {
 	}
 	return l != ""
 }
+
 // Validate parses rawURL and applies the URL checks of the policy cfg
 // describes (scheme, userinfo, port, host form, and the address policy for an
 // IP literal), as a service does before accepting a URL to fetch later. DNS
