@@ -1,0 +1,343 @@
+package taskstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/pedal-project/pedal/internal/outbox"
+)
+
+// Status is a task's state: QUEUED → RUNNING → SUCCEEDED or FAILED. RUNNING may
+// repeat (one StartAttempt per delivery); SUCCEEDED and FAILED are final.
+type Status string
+
+// Task states.
+const (
+	Queued    Status = "QUEUED"
+	Running   Status = "RUNNING"
+	Succeeded Status = "SUCCEEDED"
+	Failed    Status = "FAILED"
+)
+
+// Outbox event types and the aggregate type written by the store.
+const (
+	AggregateType      = "metadata_task"
+	EventTaskRequested = "metadata.task.requested"
+	EventTaskCompleted = "metadata.task.completed"
+)
+
+// IdempotencyWindow is how long an idempotency key names its task.
+const IdempotencyWindow = 24 * time.Hour
+
+// Errors; match with errors.Is.
+var (
+	ErrNotFound            = errors.New("taskstore: task not found")
+	ErrIdempotencyConflict = errors.New("taskstore: idempotency key reused with a different request")
+	ErrFinished            = errors.New("taskstore: task already finished")
+)
+
+// NewTask is what CreateTask needs.
+type NewTask struct {
+	TargetURL   string
+	RequestedBy string
+	Options     json.RawMessage // JSON object; empty means {}
+	// IdempotencyKey, if set, names the request for IdempotencyWindow;
+	// RequestHash identifies its body (e.g. hex SHA-256 of the canonical request).
+	IdempotencyKey string
+	RequestHash    string
+}
+
+// Task is a stored task. Zero times are unset.
+type Task struct {
+	ID           string
+	Status       Status
+	Attempts     int
+	TargetURL    string
+	FinalURL     string
+	RequestedBy  string
+	Options      json.RawMessage
+	Result       json.RawMessage // nil unless SUCCEEDED
+	ErrorCode    string          // set when FAILED
+	ErrorMessage string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	StartedAt    time.Time
+	FinishedAt   time.Time
+}
+
+// Outcome ends a task: Result for success, or ErrorCode (and ErrorMessage) for
+// failure. FinalURL is the URL after redirects, if known.
+type Outcome struct {
+	FinalURL     string
+	Result       json.RawMessage
+	ErrorCode    string
+	ErrorMessage string
+}
+
+// NewTaskID returns "tsk_" and a ULID: unique and sortable by creation time.
+func NewTaskID() string { return "tsk_" + ulid.Make().String() }
+
+func (s *Store) stamp() (time.Time, string) {
+	t := s.now().UTC().Truncate(time.Millisecond)
+	return t, t.Format(outbox.TimeFormat)
+}
+
+// CreateTask stores a QUEUED task and its metadata.task.requested outbox event
+// in one transaction. With an IdempotencyKey used within IdempotencyWindow it
+// stores nothing: the same RequestHash returns the existing task with created
+// false, another hash returns ErrIdempotencyConflict.
+func (s *Store) CreateTask(ctx context.Context, nt NewTask) (Task, bool, error) {
+	if nt.TargetURL == "" || nt.RequestedBy == "" {
+		return Task{}, false, errors.New("taskstore: create task: target URL and requester are required")
+	}
+	if (nt.IdempotencyKey == "") != (nt.RequestHash == "") {
+		return Task{}, false, errors.New("taskstore: create task: idempotency key and request hash go together")
+	}
+	if len(nt.Options) == 0 {
+		nt.Options = json.RawMessage(`{}`)
+	}
+	if !json.Valid(nt.Options) {
+		return Task{}, false, errors.New("taskstore: create task: options are not valid JSON")
+	}
+	now, ts := s.stamp()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
+	}
+	defer tx.Rollback()
+
+	var key, hash any
+	if nt.IdempotencyKey != "" {
+		key, hash = nt.IdempotencyKey, nt.RequestHash
+		var id, oldHash, created string
+		err := tx.QueryRowContext(ctx, `SELECT task_id, request_hash, created_at FROM metadata_tasks
+			WHERE idempotency_key = ?`, nt.IdempotencyKey).Scan(&id, &oldHash, &created)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return Task{}, false, fmt.Errorf("taskstore: create task: look up idempotency key: %w", err)
+		default:
+			at, err := time.Parse(time.RFC3339Nano, created)
+			if err != nil {
+				return Task{}, false, fmt.Errorf("taskstore: task %s: created_at %q: %w", id, created, err)
+			}
+			if now.Sub(at) < IdempotencyWindow {
+				if oldHash != nt.RequestHash {
+					return Task{}, false, ErrIdempotencyConflict
+				}
+				t, err := getTask(ctx, tx, id)
+				return t, false, err
+			}
+			// Expired: release the key so the new task can take it.
+			if _, err := tx.ExecContext(ctx, `UPDATE metadata_tasks SET idempotency_key = NULL, request_hash = NULL
+				WHERE task_id = ?`, id); err != nil {
+				return Task{}, false, fmt.Errorf("taskstore: create task: release expired key: %w", err)
+			}
+		}
+	}
+
+	t := Task{ID: NewTaskID(), Status: Queued, TargetURL: nt.TargetURL, RequestedBy: nt.RequestedBy,
+		Options: nt.Options, CreatedAt: now, UpdatedAt: now}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO metadata_tasks
+		(task_id, status, attempts, target_url, requested_by, options, idempotency_key, request_hash, created_at, updated_at)
+		VALUES (?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.TargetURL, t.RequestedBy, string(t.Options), key, hash, ts, ts); err != nil {
+		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
+	}
+	payload, err := json.Marshal(requestedEvent{TaskID: t.ID, TargetURL: t.TargetURL, RequestedBy: t.RequestedBy,
+		Options: t.Options, CreatedAt: now})
+	if err != nil {
+		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
+	}
+	if _, err := outbox.Enqueue(ctx, tx, outbox.Message{AggregateType: AggregateType, AggregateID: t.ID,
+		EventType: EventTaskRequested, Payload: payload, CreatedAt: now}); err != nil {
+		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Task{}, false, fmt.Errorf("taskstore: create task: commit: %w", err)
+	}
+	return t, true, nil
+}
+
+// requestedEvent is the payload of metadata.task.requested: all a worker needs.
+type requestedEvent struct {
+	TaskID      string          `json:"task_id"`
+	TargetURL   string          `json:"target_url"`
+	RequestedBy string          `json:"requested_by"`
+	Options     json.RawMessage `json:"extraction_options"`
+	CreatedAt   time.Time       `json:"created_at"`
+}
+
+// completedEvent is the payload of metadata.task.completed.
+type completedEvent struct {
+	TaskID     string          `json:"task_id"`
+	Status     Status          `json:"status"`
+	Attempts   int             `json:"attempts"`
+	TargetURL  string          `json:"target_url"`
+	FinalURL   string          `json:"final_url,omitempty"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      *taskError      `json:"error,omitempty"`
+	FinishedAt time.Time       `json:"finished_at"`
+}
+
+type taskError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// GetTask returns the task with id, or ErrNotFound.
+func (s *Store) GetTask(ctx context.Context, id string) (Task, error) {
+	return getTask(ctx, s.db, id)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func getTask(ctx context.Context, q queryer, id string) (Task, error) {
+	var (
+		t                                 Task
+		status                            string
+		options                           string
+		finalURL, result, errCode, errMsg sql.NullString
+		created, updated                  string
+		started, finished                 sql.NullString
+	)
+	err := q.QueryRowContext(ctx, `SELECT task_id, status, attempts, target_url, final_url, requested_by, options,
+		result, error_code, error_message, created_at, updated_at, started_at, finished_at
+		FROM metadata_tasks WHERE task_id = ?`, id).Scan(&t.ID, &status, &t.Attempts, &t.TargetURL, &finalURL,
+		&t.RequestedBy, &options, &result, &errCode, &errMsg, &created, &updated, &started, &finished)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Task{}, ErrNotFound
+	}
+	if err != nil {
+		return Task{}, fmt.Errorf("taskstore: get task %s: %w", id, err)
+	}
+	t.Status, t.Options = Status(status), json.RawMessage(options)
+	t.FinalURL, t.ErrorCode, t.ErrorMessage = finalURL.String, errCode.String, errMsg.String
+	if result.Valid {
+		t.Result = json.RawMessage(result.String)
+	}
+	for _, f := range []struct {
+		dst *time.Time
+		src sql.NullString
+	}{
+		{&t.CreatedAt, sql.NullString{String: created, Valid: true}},
+		{&t.UpdatedAt, sql.NullString{String: updated, Valid: true}},
+		{&t.StartedAt, started},
+		{&t.FinishedAt, finished},
+	} {
+		if !f.src.Valid {
+			continue
+		}
+		if *f.dst, err = time.Parse(time.RFC3339Nano, f.src.String); err != nil {
+			return Task{}, fmt.Errorf("taskstore: task %s: time %q: %w", id, f.src.String, err)
+		}
+	}
+	return t, nil
+}
+
+// StartAttempt marks a QUEUED or RUNNING task RUNNING, counts the attempt and
+// sets started_at (to the first attempt's time). A finished task is left alone
+// and ErrFinished returned, so a redelivered task does nothing.
+func (s *Store) StartAttempt(ctx context.Context, id string) (Task, error) {
+	_, ts := s.stamp()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Task{}, fmt.Errorf("taskstore: start attempt: %w", err)
+	}
+	defer tx.Rollback()
+	t, err := getTask(ctx, tx, id)
+	if err != nil {
+		return Task{}, err
+	}
+	if t.Status == Succeeded || t.Status == Failed {
+		return t, ErrFinished
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE metadata_tasks SET status = 'RUNNING', attempts = attempts + 1,
+		started_at = coalesce(started_at, ?), updated_at = ? WHERE task_id = ?`, ts, ts, id); err != nil {
+		return Task{}, fmt.Errorf("taskstore: start attempt %s: %w", id, err)
+	}
+	if t, err = getTask(ctx, tx, id); err != nil {
+		return Task{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Task{}, fmt.Errorf("taskstore: start attempt %s: commit: %w", id, err)
+	}
+	return t, nil
+}
+
+// Finish records the outcome, SUCCEEDED when o.ErrorCode is empty and FAILED
+// otherwise, and its metadata.task.completed outbox event in one transaction.
+// A task that is already finished is left alone and ErrFinished returned.
+func (s *Store) Finish(ctx context.Context, id string, o Outcome) (Task, error) {
+	status := Succeeded
+	var result, errCode, errMsg, finalURL any
+	if o.ErrorCode != "" {
+		status, errCode, errMsg = Failed, o.ErrorCode, o.ErrorMessage
+	} else {
+		if len(o.Result) == 0 || !json.Valid(o.Result) {
+			return Task{}, errors.New("taskstore: finish: a success needs a valid JSON result")
+		}
+		result = string(o.Result)
+	}
+	if o.FinalURL != "" {
+		finalURL = o.FinalURL
+	}
+	now, ts := s.stamp()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Task{}, fmt.Errorf("taskstore: finish: %w", err)
+	}
+	defer tx.Rollback()
+	t, err := getTask(ctx, tx, id)
+	if err != nil {
+		return Task{}, err
+	}
+	if t.Status == Succeeded || t.Status == Failed {
+		return t, ErrFinished
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE metadata_tasks SET status = ?, final_url = coalesce(?, final_url),
+		result = ?, error_code = ?, error_message = ?, finished_at = ?, updated_at = ? WHERE task_id = ?`,
+		string(status), finalURL, result, errCode, errMsg, ts, ts, id); err != nil {
+		return Task{}, fmt.Errorf("taskstore: finish %s: %w", id, err)
+	}
+	if t, err = getTask(ctx, tx, id); err != nil {
+		return Task{}, err
+	}
+	ev := completedEvent{TaskID: t.ID, Status: t.Status, Attempts: t.Attempts, TargetURL: t.TargetURL,
+		FinalURL: t.FinalURL, Result: t.Result, FinishedAt: now}
+	if t.Status == Failed {
+		ev.Error = &taskError{Code: t.ErrorCode, Message: t.ErrorMessage}
+	}
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return Task{}, fmt.Errorf("taskstore: finish %s: %w", id, err)
+	}
+	if _, err := outbox.Enqueue(ctx, tx, outbox.Message{AggregateType: AggregateType, AggregateID: t.ID,
+		EventType: EventTaskCompleted, Payload: payload, CreatedAt: now}); err != nil {
+		return Task{}, fmt.Errorf("taskstore: finish %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Task{}, fmt.Errorf("taskstore: finish %s: commit: %w", id, err)
+	}
+	return t, nil
+}
+
+// QueueDepth returns how many tasks are QUEUED and RUNNING, for completion
+// estimates.
+func (s *Store) QueueDepth(ctx context.Context) (queued, running int, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT
+		coalesce(sum(status = 'QUEUED'), 0), coalesce(sum(status = 'RUNNING'), 0)
+		FROM metadata_tasks WHERE status IN ('QUEUED', 'RUNNING')`).Scan(&queued, &running)
+	if err != nil {
+		return 0, 0, fmt.Errorf("taskstore: queue depth: %w", err)
+	}
+	return queued, running, nil
+}
