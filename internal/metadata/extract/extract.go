@@ -85,8 +85,10 @@ type Metadata struct {
 //	Description:  og:description, twitter:description, meta description, JSON-LD description
 //	SiteName:     og:site_name, meta application-name, JSON-LD publisher.name
 //	CanonicalURL: og:url, twitter:url, link rel=canonical
-//	Author:       article:author (unless a URL), meta author, JSON-LD author.name
-//	PublishedAt:  article:published_time, meta date / dc.date / citation_publication_date, JSON-LD datePublished
+//	Author:       article:author (unless a URL), meta author, dc.creator, JSON-LD author.name; a leading "By " is dropped
+//	PublishedAt:  article:published_time, meta itemprop=datePublished, article.published, pubdate, publishdate,
+//	              date, dc.date, dcterms.created, citation_publication_date, JSON-LD datePublished/uploadDate/dateCreated,
+//	              the first <time datetime>
 //
 // The returned error reports only a failure to read r or an unknown
 // encoding label; what was parsed before a read error is still returned.
@@ -108,6 +110,7 @@ type parser struct {
 
 	meta      map[string]string // first non-empty value per lower-cased name/property
 	title, h1 string
+	timeTag   string // datetime of the first <time datetime>
 	lang      string
 	canonical string
 	icon      string // rel=icon / shortcut icon
@@ -179,6 +182,10 @@ func (p *parser) run(r io.Reader) error {
 						p.imgImages = append(p.imgImages, Image{URL: u, Width: atoiDim(attrs["width"]), Height: atoiDim(attrs["height"]), Alt: clean(attrs["alt"], maxAlt)})
 						p.imgCount++
 					}
+				}
+			case atom.Time:
+				if p.timeTag == "" {
+					p.timeTag = strings.TrimSpace(attrs["datetime"])
 				}
 			case atom.Title:
 				if tt == html.StartTagToken && p.title == "" {
@@ -412,6 +419,9 @@ func (p *parser) addJSONLD(s string) {
 		return
 	}
 	b := bytes.TrimSpace([]byte(s))
+	if !json.Valid(b) {
+		b = repairJSON(b)
+	}
 	if len(b) == 0 || !json.Valid(b) {
 		return
 	}
@@ -504,10 +514,15 @@ func (p *parser) result() Metadata {
 		author = ""
 	}
 	md.Author = clean(first(author, m["author"], m["dc.creator"], p.ld("author")), maxShort)
+	if len(md.Author) > 3 && strings.EqualFold(md.Author[:3], "by ") {
+		md.Author = strings.TrimSpace(md.Author[3:]) // a byline, "By Jane Doe"
+	}
 	if looksLikeURL(md.Author) {
 		md.Author = ""
 	}
-	md.PublishedAt = normalizeTime(clean(first(m["article:published_time"], m["date"], m["dc.date"], m["dcterms.created"], m["citation_publication_date"], p.ld("datePublished")), maxShort))
+	md.PublishedAt = normalizeTime(clean(first(m["article:published_time"], m["datepublished"], m["article.published"],
+		m["pubdate"], m["publishdate"], m["date"], m["dc.date"], m["dcterms.created"], m["citation_publication_date"],
+		p.ld("datePublished"), p.ld("uploadDate"), p.ld("dateCreated"), p.timeTag), maxShort))
 	if p.opt.IncludeImages {
 		md.Images = mergeImages(p.opt.MaxImages, p.ogImages, p.twImages, p.imgImages)
 	}
@@ -626,4 +641,80 @@ func clean(s string, max int) string {
 		out = strings.TrimRight(out[:cut], " ")
 	}
 	return out
+}
+
+// repairJSON fixes the mistakes publishers commonly make in JSON-LD blocks,
+// which browsers and search engines tolerate: an HTML comment wrapper
+// (<!-- ... -->) around the block or a comment before it, // and /* */
+// comments and trailing commas outside strings, and raw control characters (new lines, tabs) inside strings. Everything
+// inside strings is otherwise kept as is. The caller still validates the
+// result.
+func repairJSON(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	inStr, esc := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inStr {
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			case c == '\n':
+				out = append(out, '\\', 'n')
+				continue
+			case c == '\r':
+				out = append(out, '\\', 'r')
+				continue
+			case c == '\t':
+				out = append(out, '\\', 't')
+				continue
+			case c < 0x20:
+				out = append(out, fmt.Sprintf("\\u%04x", c)...)
+				continue
+			}
+			out = append(out, c)
+			continue
+		}
+		rest := b[i:]
+		switch {
+		case c == '"':
+			inStr = true
+		case c == '}' || c == ']':
+			// A trailing comma, often left by a commented-out last member.
+			t := bytes.TrimRight(out, " \t\r\n")
+			if len(t) > 0 && t[len(t)-1] == ',' {
+				out = t[:len(t)-1]
+			}
+		case bytes.HasPrefix(rest, []byte("<!--")):
+			// A comment holding prose is dropped whole; one wrapping the
+			// JSON (<!-- {...} -->) loses only its markers.
+			end := bytes.Index(rest, []byte("-->"))
+			if end > 0 && !bytes.ContainsAny(rest[4:end], "{[") {
+				i += end + 2
+			} else {
+				i += 3
+			}
+			continue
+		case bytes.HasPrefix(rest, []byte("-->")):
+			i += 2
+			continue
+		case bytes.HasPrefix(rest, []byte("//")):
+			for i < len(b) && b[i] != '\n' {
+				i++
+			}
+			continue
+		case bytes.HasPrefix(rest, []byte("/*")):
+			end := bytes.Index(rest[2:], []byte("*/"))
+			if end < 0 {
+				return out
+			}
+			i += end + 3
+			continue
+		}
+		out = append(out, c)
+	}
+	return bytes.TrimSpace(out)
 }
