@@ -49,3 +49,12 @@ func (m *Metrics) publishError() {
 		m.publishErrors.Inc()
 	}
 }
+
+// Backlog is the gauge of PENDING rows.
+func (m *Metrics) Backlog() prometheus.Gauge { return m.backlog }
+
+// Failed counts rows marked FAILED.
+func (m *Metrics) Failed() prometheus.Counter { return m.failedRows }
+
+// PublishErrors counts failed publish calls.
+func (m *Metrics) PublishErrors() prometheus.Counter { return m.publishErrors }
