@@ -35,6 +35,9 @@ type Relay struct {
 	Logger *slog.Logger
 	// Metrics; nil records nothing. See NewMetrics.
 	Metrics *Metrics
+	// Retention is how long PROCESSED rows are kept before Run deletes them;
+	// 0 means forever. FAILED rows are kept for inspection.
+	Retention time.Duration
 	// Now is the clock for updated_at; nil means time.Now.
 	Now func() time.Time
 }
@@ -71,7 +74,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	r.defaults()
 	failures := 0
+	lastPurge := time.Time{}
 	for {
+		if r.Retention > 0 && time.Since(lastPurge) >= time.Minute {
+			lastPurge = time.Now()
+			if _, err := r.Purge(ctx); err != nil && ctx.Err() == nil {
+				r.Logger.WarnContext(ctx, "outbox purge failed", "err", err)
+			}
+		}
 		n, err := r.RunOnce(ctx)
 		wait := time.Duration(0)
 		switch {
@@ -99,10 +109,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// fullJitter returns random(0, min(cap, base·2^n)).
-func fullJitter(base, cap time.Duration, n int) time.Duration {
-	d := cap
-	if n < 32 && base<<n > 0 && base<<n < cap {
+// fullJitter returns random(0, min(ceiling, base·2^n)).
+func fullJitter(base, ceiling time.Duration, n int) time.Duration {
+	d := ceiling
+	if n < 32 && base<<n > 0 && base<<n < ceiling {
 		d = base << n
 	}
 	return rand.N(d + 1)
@@ -223,4 +233,19 @@ func placeholdersFrom(first, n int) string {
 		fmt.Fprintf(&b, "?%d", first+i)
 	}
 	return b.String()
+}
+
+// Purge deletes PROCESSED rows last updated more than Retention ago and returns
+// how many it deleted. It does nothing when Retention is 0.
+func (r *Relay) Purge(ctx context.Context) (int64, error) {
+	r.defaults()
+	if r.Retention <= 0 {
+		return 0, nil
+	}
+	cutoff := r.Now().Add(-r.Retention).UTC().Format(TimeFormat)
+	res, err := r.DB.ExecContext(ctx, `DELETE FROM transactional_outbox WHERE status = 'PROCESSED' AND updated_at < ?`, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: purge processed rows: %w", err)
+	}
+	return res.RowsAffected()
 }

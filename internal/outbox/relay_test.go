@@ -285,7 +285,7 @@ func TestLogPublisherKeepsOrderPerAggregate(t *testing.T) {
 		aggs = append(aggs, fmt.Sprintf("tsk_%d", i%7))
 	}
 	enqueued := enqueue(t, db, aggs...)
-	drain(t, &outbox.Relay{DB: db, Publisher: outbox.LogPublisher{Log: log, DefaultTopic: topic}, BatchSize: 6})
+	drain(t, &outbox.Relay{DB: db, Publisher: outbox.LogPublisher{Log: log, Topic: taskstore.Topic}, BatchSize: 6})
 
 	wantPerAgg := map[string][]string{}
 	for _, m := range enqueued {
@@ -322,5 +322,31 @@ func TestLogPublisherKeepsOrderPerAggregate(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantPerAgg, gotPerAgg); diff != "" {
 		t.Errorf("events per aggregate, in log order (-want +got):\n%s", diff)
+	}
+}
+
+func TestRelayPurgeDeletesOldProcessedRows(t *testing.T) {
+	db := openDB(t)
+	enqueue(t, db, "a", "b")
+	pub := &recorder{fail: errors.New("down")}
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	r := &outbox.Relay{DB: db, Publisher: pub, MaxAttempts: 1, Retention: time.Hour, Now: func() time.Time { return now }}
+	if _, err := r.RunOnce(t.Context()); err == nil { // both rows FAILED
+		t.Fatal("no error")
+	}
+	pub.fail = nil
+	enqueue(t, db, "c")
+	drain(t, r) // c PROCESSED at 12:00
+	now = now.Add(59 * time.Minute)
+	if n, err := r.Purge(t.Context()); n != 0 || err != nil {
+		t.Errorf("Purge before retention = %d, %v; want 0", n, err)
+	}
+	now = now.Add(2 * time.Minute)
+	if n, err := r.Purge(t.Context()); n != 1 || err != nil {
+		t.Errorf("Purge after retention = %d, %v; want 1", n, err)
+	}
+	var left int
+	if err := db.QueryRowContext(t.Context(), `SELECT count(*) FROM transactional_outbox WHERE status = 'FAILED'`).Scan(&left); err != nil || left != 2 {
+		t.Errorf("%d FAILED rows kept (err %v), want 2", left, err)
 	}
 }

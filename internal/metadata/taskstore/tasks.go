@@ -341,3 +341,16 @@ func (s *Store) QueueDepth(ctx context.Context) (queued, running int, err error)
 	}
 	return queued, running, nil
 }
+
+// Topic maps the store's outbox event types to event-log topics (issue 5):
+// requests to "metadata.tasks", completions to "metadata.results". Use it as
+// outbox.LogPublisher.Topic.
+func Topic(eventType string) string {
+	switch eventType {
+	case EventTaskRequested:
+		return "metadata.tasks"
+	case EventTaskCompleted:
+		return "metadata.results"
+	}
+	return ""
+}
