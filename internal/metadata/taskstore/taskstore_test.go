@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,5 +264,35 @@ func TestFinishRollsBackWithoutItsEvent(t *testing.T) {
 	}
 	if got, _ := s.GetTask(ctx, task.ID); got.Status != Queued || got.Result != nil {
 		t.Errorf("task after failed Finish = %+v, want unchanged", got)
+	}
+}
+
+func TestConcurrentSameIdempotencyKeyCreatesOneTask(t *testing.T) {
+	s, _ := openStore(t)
+	const n = 8
+	ids := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			task, _, err := s.CreateTask(t.Context(), NewTask{TargetURL: "https://example.com/", RequestedBy: "svc",
+				IdempotencyKey: "same", RequestHash: "h"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids <- task.ID
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[string]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	if len(seen) != 1 {
+		t.Errorf("%d distinct task ids for one idempotency key, want 1", len(seen))
+	}
+	if c := count(t, s, `SELECT count(*) FROM transactional_outbox`); c != 1 {
+		t.Errorf("%d outbox rows, want 1", c)
 	}
 }
