@@ -31,6 +31,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/pedal-project/pedal/internal/analytics"
+	"github.com/pedal-project/pedal/internal/pebbleslog"
 )
 
 // Config tunes a Store. The zero value is usable.
@@ -79,7 +80,7 @@ func Open(dir string, cfg Config, logger *slog.Logger) (*Store, error) {
 	}
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
-		Logger:             pebbleLogger{logger, cfg.Fatal},
+		Logger:             pebbleslog.Logger{L: logger, Fatal: cfg.Fatal},
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       32 << 20,
 	}
@@ -567,22 +568,4 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close analytics store: %w", err)
 	}
 	return nil
-}
-
-type pebbleLogger struct {
-	l     *slog.Logger
-	fatal func(string)
-}
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-// Fatalf is called by Pebble on errors it cannot recover from.
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.fatal("pebble: " + fmt.Sprintf(format, args...))
 }

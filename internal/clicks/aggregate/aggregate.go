@@ -18,6 +18,7 @@ import (
 	"github.com/pedal-project/pedal/internal/analytics"
 	"github.com/pedal-project/pedal/internal/clicks"
 	"github.com/pedal-project/pedal/internal/eventlog"
+	"github.com/pedal-project/pedal/internal/pebbleslog"
 )
 
 // Log is the part of the event log the aggregator reads.
@@ -119,7 +120,11 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	opts := &pebble.Options{
-		Logger:       pebbleLogger{logger},
+		Logger: pebbleslog.Logger{L: logger, Fatal: func(msg string) {
+			// The state store cannot go on; the process must stop and recover from
+			// the last committed state.
+			panic("aggregator state store: " + msg)
+		}},
 		MemTableSize: 64 << 20,
 	}
 	for i := range opts.Levels {
@@ -296,20 +301,4 @@ func (r *rates) get() (in, out float64) {
 		return 0, 0
 	}
 	return float64(last.in-first.in) / d, float64(last.out-first.out) / d
-}
-
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-// Fatalf: the state store cannot go on; the process must stop and recover from
-// the last committed state.
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("aggregator state store: "+format, args...))
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pedal-project/pedal/internal/eventlog"
+	"github.com/pedal-project/pedal/internal/pebbleslog"
 )
 
 // Config tunes a Log. The zero value is usable.
@@ -145,7 +146,7 @@ func Open(dir string, cfg Config, logger *slog.Logger, reg prometheus.Registerer
 	}
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
-		Logger:             pebbleLogger{logger, cfg.Fatal},
+		Logger:             pebbleslog.Logger{L: logger, Fatal: cfg.Fatal},
 		FormatMajorVersion: pebble.FormatValueSeparation,
 		// Large memtables absorb bursts; the WAL is the durability point.
 		MemTableSize:                64 << 20,
@@ -833,23 +834,4 @@ func (l *Log) Close() error {
 	}
 	l.gate.Unlock()
 	return l.db.Close()
-}
-
-type pebbleLogger struct {
-	l     *slog.Logger
-	fatal func(string)
-}
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-// Fatalf is called by Pebble on errors it cannot recover from. Continuing could
-// acknowledge writes that are not durable, so it hands over to Config.Fatal.
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.fatal("pebble: " + fmt.Sprintf(format, args...))
 }
