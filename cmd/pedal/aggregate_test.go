@@ -94,15 +94,7 @@ func TestQueryAPIServesAggregates(t *testing.T) {
 		fmt.Sprint(top.Ads) != "[{ad-q 2} {ad-r 1}]" {
 		t.Errorf("top = %d %v, want [{ad-q 2} {ad-r 1}]", code, top.Ads)
 	}
-	var quality struct {
-		Valid   int64 `json:"valid"`
-		Invalid struct {
-			Bot    int64 `json:"bot_user_agent"`
-			IPRate int64 `json:"ip_rate"`
-		} `json:"invalid"`
-		Duplicates int64 `json:"duplicates"`
-		TooLate    int64 `json:"too_late"`
-	}
+	var quality trafficQuality
 	if code := getJSON("/v1/traffic/quality?ad_id=ad-q&from="+from+"&to="+to, &quality); code != 200 ||
 		quality.Valid != 2 || quality.Invalid.Bot != 1 || quality.Duplicates != 1 {
 		t.Errorf("quality of ad-q = %d %+v, want 2 valid, 1 bot, 1 duplicate", code, quality)

@@ -148,15 +148,7 @@ func TestCrashesCountEachClickOnce(t *testing.T) {
 	for ad := range crashAds {
 		served[crashAd(ad)] = seriesOf(t, client, base, crashAd(ad), from, to)
 	}
-	var quality struct {
-		Valid   int64 `json:"valid"`
-		Invalid struct {
-			Bot    int64 `json:"bot_user_agent"`
-			IPRate int64 `json:"ip_rate"`
-		} `json:"invalid"`
-		Duplicates int64 `json:"duplicates"`
-		TooLate    int64 `json:"too_late"`
-	}
+	var quality trafficQuality
 	getJSONTo(t, client, base+"/v1/traffic/quality?"+url.Values{"from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}.Encode(), &quality)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -367,4 +359,15 @@ func seriesOf(t *testing.T, client *http.Client, base, ad string, from, to time.
 		out[p.WindowStart] = reference.Counts{Clicks: p.Clicks, Invalid: p.InvalidClicks}
 	}
 	return out
+}
+
+// trafficQuality is the answer of GET /v1/traffic/quality.
+type trafficQuality struct {
+	Valid   int64 `json:"valid"`
+	Invalid struct {
+		Bot    int64 `json:"bot_user_agent"`
+		IPRate int64 `json:"ip_rate"`
+	} `json:"invalid"`
+	Duplicates int64 `json:"duplicates"`
+	TooLate    int64 `json:"too_late"`
 }
