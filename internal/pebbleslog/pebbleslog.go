@@ -7,7 +7,22 @@ package pebbleslog
 import (
 	"fmt"
 	"log/slog"
+	"os"
 )
+
+// FailStop returns fatal, or, when it is nil, a function that logs msg as the
+// failure of what and exits with status 70: going on could acknowledge writes
+// that are not durable, so the process stops, a supervisor restarts it and the
+// store recovers what is durable.
+func FailStop(fatal func(msg string), logger *slog.Logger, what string) func(msg string) {
+	if fatal != nil {
+		return fatal
+	}
+	return func(msg string) {
+		logger.Error(what+" failed; stopping the process", "err", msg)
+		os.Exit(70)
+	}
+}
 
 // Logger implements pebble.Logger.
 type Logger struct {

@@ -26,3 +26,11 @@ func TestLogger(t *testing.T) {
 		t.Errorf("Fatal got %q", fatal)
 	}
 }
+
+func TestFailStopKeepsTheCallersFunction(t *testing.T) {
+	called := ""
+	FailStop(func(m string) { called = m }, slog.New(slog.DiscardHandler), "store")("boom")
+	if called != "boom" {
+		t.Errorf("FailStop replaced the caller's function: got %q", called)
+	}
+}

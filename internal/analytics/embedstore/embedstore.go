@@ -22,7 +22,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -72,12 +71,7 @@ func Open(dir string, cfg Config, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Fatal == nil {
-		cfg.Fatal = func(msg string) {
-			logger.Error("analytics store failed; stopping the process", "err", msg)
-			os.Exit(70)
-		}
-	}
+	cfg.Fatal = pebbleslog.FailStop(cfg.Fatal, logger, "analytics store")
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
 		Logger:             pebbleslog.Logger{L: logger, Fatal: cfg.Fatal},

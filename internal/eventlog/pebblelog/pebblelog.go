@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -138,12 +137,7 @@ func Open(dir string, cfg Config, logger *slog.Logger, reg prometheus.Registerer
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Fatal == nil {
-		cfg.Fatal = func(msg string) {
-			logger.Error("event log failed; stopping the process", "err", msg)
-			os.Exit(70)
-		}
-	}
+	cfg.Fatal = pebbleslog.FailStop(cfg.Fatal, logger, "event log")
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
 		Logger:             pebbleslog.Logger{L: logger, Fatal: cfg.Fatal},
