@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/pedal-project/pedal/internal/retry"
 )
 
 // Publisher delivers a batch of messages, in order. It returns nil only once every
@@ -89,7 +90,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			failures++
-			wait = fullJitter(r.BackoffBase, r.BackoffCap, failures)
+			wait = retry.FullJitter(r.BackoffBase, r.BackoffCap, failures)
 			r.Logger.WarnContext(ctx, "outbox relay pass failed", "err", err, "failures", failures, "retry_in", wait)
 		case n < r.BatchSize:
 			failures = 0
@@ -107,15 +108,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// fullJitter returns random(0, min(ceiling, base·2^n)).
-func fullJitter(base, ceiling time.Duration, n int) time.Duration {
-	d := ceiling
-	if n < 32 && base<<n > 0 && base<<n < ceiling {
-		d = base << n
-	}
-	return rand.N(d + 1)
 }
 
 // RunOnce publishes at most one batch of PENDING rows and returns how many rows
