@@ -2,15 +2,11 @@ package collect
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"image"
 	"image/png"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,59 +15,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pedal-project/pedal/internal/metadata/collect/collecttest"
 )
 
-// fakeNet stands the test server in for the public internet: the resolver
-// maps names to public (or, for the "internal" names, private) addresses, and
-// the dialer connects whatever the policy approved to the test server,
-// recording each dial. Nothing else is ever dialled.
-type fakeNet struct {
-	srv     *httptest.Server
-	mu      sync.Mutex
-	dials   []string
-	lookups []string
-}
-
-var fakeAddrs = map[string]string{
-	"news.example":     "93.184.215.14",
-	"cdn.example":      "93.184.215.15",
-	"slow.example":     "93.184.215.16",
-	"flaky.example":    "93.184.215.17",
-	"internal.example": "10.0.0.5",
-	"meta.example":     "169.254.169.254",
-}
-
-func (f *fakeNet) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	f.mu.Lock()
-	f.lookups = append(f.lookups, host)
-	f.mu.Unlock()
-	if a, ok := fakeAddrs[host]; ok {
-		return []netip.Addr{netip.MustParseAddr(a)}, nil
-	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
-
-func (f *fakeNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	f.mu.Lock()
-	f.dials = append(f.dials, addr)
-	f.mu.Unlock()
-	var d net.Dialer
-	return d.DialContext(ctx, network, f.srv.Listener.Addr().String())
-}
-
-func (f *fakeNet) dialled() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.dials...)
-}
-
-// newTest returns a Collector whose requests reach handler through fakeNet.
-func newTest(t *testing.T, handler http.Handler, cfg Config) (*Collector, *fakeNet, *prometheus.Registry) {
+// newTest returns a Collector whose requests reach handler through a fake
+// internet.
+func newTest(t *testing.T, handler http.Handler, cfg Config) (*Collector, *collecttest.Net, *prometheus.Registry) {
 	t.Helper()
-	fn := &fakeNet{srv: httptest.NewServer(handler)}
-	t.Cleanup(fn.srv.Close)
-	cfg.Fetch.Resolver = fn
-	cfg.Fetch.DialContext = fn.dial
+	fn := collecttest.New(t, handler)
+	fn.Use(&cfg.Fetch)
 	reg := prometheus.NewRegistry()
 	c := New(cfg, nil, reg)
 	t.Cleanup(c.client.CloseIdleConnections)
@@ -219,7 +172,7 @@ func TestCollectBlockedNeverDials(t *testing.T) {
 			t.Errorf("%s: the message reveals the resolved address: %v", u, err)
 		}
 	}
-	if d := fn.dialled(); len(d) != 0 {
+	if d := fn.Dialled(); len(d) != 0 {
 		t.Fatalf("dialled %v for blocked destinations", d)
 	}
 	// A public page redirecting inward: the first hop is dialled, the second is not.
@@ -228,7 +181,7 @@ func TestCollectBlockedNeverDials(t *testing.T) {
 			t.Errorf("%s: %v, want %s", u, err, CodeBlockedDestination)
 		}
 	}
-	for _, d := range fn.dialled() {
+	for _, d := range fn.Dialled() {
 		if !strings.HasPrefix(d, "93.184.215.14:") {
 			t.Errorf("dialled %s", d)
 		}

@@ -150,7 +150,7 @@ func (s *Store) CreateTask(ctx context.Context, nt NewTask) (Task, bool, error) 
 		t.ID, t.TargetURL, t.RequestedBy, string(t.Options), key, hash, ts, ts); err != nil {
 		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
 	}
-	payload, err := json.Marshal(requestedEvent{TaskID: t.ID, TargetURL: t.TargetURL, RequestedBy: t.RequestedBy,
+	payload, err := json.Marshal(RequestedEvent{TaskID: t.ID, TargetURL: t.TargetURL, RequestedBy: t.RequestedBy,
 		Options: t.Options, CreatedAt: now})
 	if err != nil {
 		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
@@ -165,8 +165,8 @@ func (s *Store) CreateTask(ctx context.Context, nt NewTask) (Task, bool, error) 
 	return t, true, nil
 }
 
-// requestedEvent is the payload of metadata.task.requested: all a worker needs.
-type requestedEvent struct {
+// RequestedEvent is the payload of metadata.task.requested: all a worker needs.
+type RequestedEvent struct {
 	TaskID      string          `json:"task_id"`
 	TargetURL   string          `json:"target_url"`
 	RequestedBy string          `json:"requested_by"`
@@ -174,19 +174,21 @@ type requestedEvent struct {
 	CreatedAt   time.Time       `json:"created_at"`
 }
 
-// completedEvent is the payload of metadata.task.completed.
-type completedEvent struct {
+// CompletedEvent is the payload of metadata.task.completed, for consumers of
+// TopicResults.
+type CompletedEvent struct {
 	TaskID     string          `json:"task_id"`
 	Status     Status          `json:"status"`
 	Attempts   int             `json:"attempts"`
 	TargetURL  string          `json:"target_url"`
 	FinalURL   string          `json:"final_url,omitempty"`
 	Result     json.RawMessage `json:"result,omitempty"`
-	Error      *taskError      `json:"error,omitempty"`
+	Error      *TaskError      `json:"error,omitempty"`
 	FinishedAt time.Time       `json:"finished_at"`
 }
 
-type taskError struct {
+// TaskError is why a task failed.
+type TaskError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
@@ -311,10 +313,10 @@ func (s *Store) Finish(ctx context.Context, id string, o Outcome) (Task, error) 
 	if t, err = getTask(ctx, tx, id); err != nil {
 		return Task{}, err
 	}
-	ev := completedEvent{TaskID: t.ID, Status: t.Status, Attempts: t.Attempts, TargetURL: t.TargetURL,
+	ev := CompletedEvent{TaskID: t.ID, Status: t.Status, Attempts: t.Attempts, TargetURL: t.TargetURL,
 		FinalURL: t.FinalURL, Result: t.Result, FinishedAt: now}
 	if t.Status == Failed {
-		ev.Error = &taskError{Code: t.ErrorCode, Message: t.ErrorMessage}
+		ev.Error = &TaskError{Code: t.ErrorCode, Message: t.ErrorMessage}
 	}
 	payload, err := json.Marshal(ev)
 	if err != nil {
@@ -348,9 +350,15 @@ func (s *Store) QueueDepth(ctx context.Context) (queued, running int, err error)
 func Topic(eventType string) string {
 	switch eventType {
 	case EventTaskRequested:
-		return "metadata.tasks"
+		return TopicTasks
 	case EventTaskCompleted:
-		return "metadata.results"
+		return TopicResults
 	}
 	return ""
 }
+
+// The event-log topics of the metadata service.
+const (
+	TopicTasks   = "metadata.tasks"   // requested tasks, keyed by task id, for the workers
+	TopicResults = "metadata.results" // finished tasks, keyed by task id, for whoever wants them
+)
