@@ -490,4 +490,3 @@ func TestTaskFailureCodes(t *testing.T) {
 		}
 	}
 }
-
