@@ -248,6 +248,14 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--fetch-deny-cidr", "nonsense"}, nil, "--fetch-deny-cidr"},
 		{[]string{"--fetch-allowed-ports", "80,0"}, nil, "--fetch-allowed-ports"},
 		{[]string{"--fetch-allowed-ports", ","}, nil, "--fetch-allowed-ports"},
+		{[]string{"--metadata-workers", "0"}, nil, "--metadata-workers"},
+		{[]string{"--metadata-per-host", "-1"}, nil, "--metadata-per-host"},
+		{[]string{"--metadata-max-bytes", "512"}, nil, "--metadata-max-bytes"},
+		{[]string{"--metadata-timeout", "0s"}, nil, "--metadata-timeout"},
+		{[]string{"--metadata-retries", "-1"}, nil, "--metadata-retries"},
+		{[]string{"--metadata-cache-ttl", "-1m"}, nil, "--metadata-cache-ttl"},
+		{[]string{"--outbox-poll-interval", "0s"}, nil, "--outbox-poll-interval"},
+		{[]string{"--outbox-max-attempts", "0"}, nil, "--outbox-max-attempts"},
 	}
 	for _, tt := range tests {
 		_, err := parseServeConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)

@@ -28,7 +28,11 @@ import (
 	"github.com/pedal-project/pedal/internal/clicks/ingest"
 	"github.com/pedal-project/pedal/internal/clicks/query"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
+	"github.com/pedal-project/pedal/internal/metadata"
+	"github.com/pedal-project/pedal/internal/metadata/collect"
+	"github.com/pedal-project/pedal/internal/metadata/taskstore"
 	"github.com/pedal-project/pedal/internal/observe"
+	"github.com/pedal-project/pedal/internal/outbox"
 	"github.com/pedal-project/pedal/internal/safehttp"
 )
 
@@ -54,6 +58,11 @@ type serveConfig struct {
 	// set, replaces the system resolver for them.
 	Fetch          safehttp.Config
 	FetchDNSServer string
+	// Metadata service: the collector (its Fetch is filled from Fetch), the
+	// worker, and the outbox relay's tunables.
+	Collect        collect.Config
+	MetadataWorker metadata.WorkerConfig
+	Outbox         outbox.Relay
 }
 
 func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -92,6 +101,16 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	fetchAllow := f.String("fetch-allow-cidr", "", "comma-separated CIDRs outbound fetches may reach although the built-in deny list refuses them (an internal service you trust)")
 	fetchDeny := f.String("fetch-deny-cidr", "", "comma-separated CIDRs added to the built-in deny list of outbound fetches")
 	fetchPorts := f.String("fetch-allowed-ports", "80,443", "comma-separated ports outbound fetches may connect to")
+	mdWorkers := f.Int("metadata-workers", 8, "metadata tasks processed at once")
+	mdPerHost := f.Int("metadata-per-host", 2, "metadata tasks for one target host processed at once (politeness; the rest wait without holding a worker)")
+	mdMaxBytes := f.Bytes("metadata-max-bytes", collect.MaxDepthBytes, "largest extraction_options.max_depth_bytes a request may ask for (decoded bytes of a page read)")
+	mdCacheTTL := f.Duration("metadata-cache-ttl", 10*time.Minute, "reuse a page's result for the same URL and options this long (0: no cache)")
+	mdTimeout := f.Duration("metadata-timeout", 30*time.Second, "time limit of one metadata task: the page, its retries and secondary fetches")
+	mdRetries := f.Int("metadata-retries", 2, "retries of a page after a timeout, connection failure, 5xx or 429 (full-jitter backoff, at least Retry-After)")
+	mdUA := f.String("metadata-user-agent", "", "User-Agent of metadata fetches (default pedal-metadata/1.0 (+https://github.com/pedal-project/pedal))")
+	outboxPoll := f.Duration("outbox-poll-interval", 100*time.Millisecond, "how often the outbox relay looks for new events when idle")
+	outboxAttempts := f.Int("outbox-max-attempts", 10, "failed publishes after which an outbox event is marked FAILED (and counted in pedal_outbox_failed_total)")
+	outboxRetention := f.Duration("outbox-retention", 24*time.Hour, "delete published outbox events older than this (0: keep)")
 	workers := f.Int("aggregate-workers", 0, "partitions aggregated at once (default half the CPUs, at least 1; the rest is left to ingestion)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
@@ -188,6 +207,36 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 			return cfg, fmt.Errorf("--bot-ua-file %s: %w", *botFile, err)
 		}
 	}
+	for name, n := range map[string]int{"--metadata-workers": *mdWorkers, "--metadata-per-host": *mdPerHost, "--outbox-max-attempts": *outboxAttempts} {
+		if n < 1 {
+			return cfg, fmt.Errorf("%s %d: want at least 1", name, n)
+		}
+	}
+	if *mdRetries < 0 {
+		return cfg, fmt.Errorf("--metadata-retries %d: want 0 or more", *mdRetries)
+	}
+	if *mdMaxBytes < collect.MinDepthBytes {
+		return cfg, fmt.Errorf("--metadata-max-bytes %d: want at least %d", *mdMaxBytes, collect.MinDepthBytes)
+	}
+	for name, d := range map[string]time.Duration{"--metadata-timeout": *mdTimeout, "--outbox-poll-interval": *outboxPoll} {
+		if d <= 0 {
+			return cfg, fmt.Errorf("%s %v: want a positive duration", name, d)
+		}
+	}
+	for name, d := range map[string]time.Duration{"--metadata-cache-ttl": *mdCacheTTL, "--outbox-retention": *outboxRetention} {
+		if d < 0 {
+			return cfg, fmt.Errorf("%s %v: want 0 (off) or a positive duration", name, d)
+		}
+	}
+	cfg.Collect = collect.Config{UserAgent: *mdUA, MaxDepthBytes: *mdMaxBytes, Timeout: *mdTimeout, Retries: *mdRetries, CacheTTL: *mdCacheTTL}
+	if *mdRetries == 0 {
+		cfg.Collect.Retries = -1
+	}
+	if *mdCacheTTL == 0 {
+		cfg.Collect.CacheTTL = -1
+	}
+	cfg.MetadataWorker = metadata.WorkerConfig{Workers: *mdWorkers, PerHost: *mdPerHost}
+	cfg.Outbox = outbox.Relay{PollInterval: *outboxPoll, MaxAttempts: *outboxAttempts, Retention: *outboxRetention}
 	cfg.Log = pebblelog.Config{RetentionAge: *retention, MinFreeBytes: *minFree, MinSyncInterval: *minSync}
 	if *minFree == 0 {
 		cfg.Log.MinFreeBytes = -1
@@ -253,10 +302,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}()
 	q := query.New(query.Config{}, store, pipeline{agg}, logger.With("component", "query"))
-	// The metadata service will fetch through safehttp with this policy.
-	fetch := fetchConfig(cfg, logger.With("component", "fetch"), reg)
-	logger.Info("outbound fetch policy", "allowed_ports", fetch.AllowedPorts, "allow_cidrs", fetch.AllowCIDRs,
-		"deny_cidrs", fetch.DenyCIDRs, "dns_server", cfg.FetchDNSServer)
+
+	md, err := openMetadata(ctx, cfg, log, logger, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := md.store.Close(); err != nil {
+			logger.Error("close metadata task store", "err", err)
+		}
+	}()
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -272,7 +327,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	var ready atomic.Bool
-	mux := newMux(reg, tp, &ready, ing, rd, q)
+	mux := newMux(reg, tp, &ready, ing, rd, q, md.api)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -284,6 +339,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return log.Run(gctx) })
 	g.Go(func() error { return agg.Run(gctx) })
+	g.Go(func() error { return md.relay.Run(gctx) })
+	g.Go(func() error { return md.worker.Run(gctx) })
 	if cfg.AnalyticsRetention > 0 {
 		g.Go(func() error {
 			applyAnalyticsRetention(gctx, store, cfg.AnalyticsRetention, logger)
@@ -343,7 +400,7 @@ func debugMux() http.Handler {
 	return mux
 }
 
-func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects, q *query.API) http.Handler {
+func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects, q *query.API, md *metadata.API) http.Handler {
 	hm := observe.NewHTTPMetrics(reg)
 	mux := http.NewServeMux()
 	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, hm.Wrap(pattern, tp, h)) }
@@ -369,6 +426,8 @@ func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Boo
 	handle("GET /v1/ads/top", q.HandleTop())
 	handle("GET /v1/traffic/quality", q.HandleQuality())
 	handle("GET /v1/pipeline/status", q.HandleStatus())
+	handle("POST /v1/metadata/collect", md.HandleCollect())
+	handle("GET /v1/metadata/tasks/{task_id}", md.HandleTask())
 	return mux
 }
 
@@ -455,4 +514,50 @@ func fetchConfig(cfg serveConfig, logger *slog.Logger, reg prometheus.Registerer
 		logger.Warn("outbound fetch blocked", "reason", reason, "host", host)
 	}
 	return fc
+}
+
+// metadataService is the URL-metadata service's parts.
+type metadataService struct {
+	store  *taskstore.Store
+	api    *metadata.API
+	worker *metadata.Worker
+	relay  *outbox.Relay
+}
+
+// metadataTopicPartitions is the partition count of the metadata topics:
+// task order matters only per task, so a few partitions suffice.
+const metadataTopicPartitions = 4
+
+// openMetadata opens the task store under the data dir, creates the
+// metadata topics and builds the API, the worker and the outbox relay.
+func openMetadata(ctx context.Context, cfg serveConfig, log *pebblelog.Log, logger *slog.Logger, reg prometheus.Registerer) (*metadataService, error) {
+	for _, topic := range []string{taskstore.TopicTasks, taskstore.TopicResults} {
+		if err := log.CreateTopic(ctx, topic, metadataTopicPartitions); err != nil {
+			return nil, err
+		}
+	}
+	store, err := taskstore.Open(ctx, filepath.Join(cfg.DataDir, "metadata.db"))
+	if err != nil {
+		return nil, err
+	}
+	ccfg := cfg.Collect
+	ccfg.Fetch = fetchConfig(cfg, logger.With("component", "fetch"), reg)
+	logger.Info("outbound fetch policy", "allowed_ports", ccfg.Fetch.AllowedPorts, "allow_cidrs", ccfg.Fetch.AllowCIDRs,
+		"deny_cidrs", ccfg.Fetch.DenyCIDRs, "dns_server", cfg.FetchDNSServer)
+	col := collect.New(ccfg, logger.With("component", "collect"), reg)
+	est := metadata.NewEstimator(cfg.MetadataWorker.Workers, cfg.Outbox.PollInterval)
+	om, err := outbox.NewMetrics(reg, "transactional_outbox")
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	relay := cfg.Outbox
+	relay.DB, relay.Metrics, relay.Logger = store.DB(), om, logger.With("component", "outbox")
+	relay.Publisher = outbox.LogPublisher{Log: log, Topic: taskstore.Topic}
+	return &metadataService{
+		store:  store,
+		api:    metadata.NewAPI(store, col, est, logger.With("component", "metadata")),
+		worker: metadata.NewWorker(cfg.MetadataWorker, log, store, col, est, logger.With("component", "metadata"), reg),
+		relay:  &relay,
+	}, nil
 }
