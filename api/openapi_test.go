@@ -128,16 +128,18 @@ func TestDocumentIsValidOpenAPI31(t *testing.T) {
 
 // operations is the contract: every operation and its documented status codes.
 var operations = map[string]map[string][]string{
-	"/v1/clicks":                 {http.MethodPost: {"202", "400", "413", "415", "503"}},
-	"/v1/r/{token}":              {http.MethodGet: {"302", "404"}},
-	"/v1/ads/{ad_id}/click-urls": {http.MethodPost: {"201", "400"}},
-	"/v1/ads/{ad_id}/clicks":     {http.MethodGet: {"200", "400", "500"}},
-	"/v1/ads/top":                {http.MethodGet: {"200", "400", "500"}},
-	"/v1/traffic/quality":        {http.MethodGet: {"200", "400", "500"}},
-	"/v1/pipeline/status":        {http.MethodGet: {"200", "400", "500"}},
-	"/healthz":                   {http.MethodGet: {"200"}},
-	"/readyz":                    {http.MethodGet: {"200", "503"}},
-	"/metrics":                   {http.MethodGet: {"200"}},
+	"/v1/clicks":                   {http.MethodPost: {"202", "400", "413", "415", "503"}},
+	"/v1/r/{token}":                {http.MethodGet: {"302", "404"}},
+	"/v1/ads/{ad_id}/click-urls":   {http.MethodPost: {"201", "400"}},
+	"/v1/ads/{ad_id}/clicks":       {http.MethodGet: {"200", "400", "500"}},
+	"/v1/ads/top":                  {http.MethodGet: {"200", "400", "500"}},
+	"/v1/traffic/quality":          {http.MethodGet: {"200", "400", "500"}},
+	"/v1/pipeline/status":          {http.MethodGet: {"200", "400", "500"}},
+	"/healthz":                     {http.MethodGet: {"200"}},
+	"/readyz":                      {http.MethodGet: {"200", "503"}},
+	"/metrics":                     {http.MethodGet: {"200"}},
+	"/v1/metadata/collect":         {http.MethodPost: {"202", "400", "413", "415", "422", "503"}},
+	"/v1/metadata/tasks/{task_id}": {http.MethodGet: {"200", "404", "503"}},
 }
 
 func TestOperationsAndStatusCodes(t *testing.T) {
@@ -230,7 +232,8 @@ func TestComponentSchemas(t *testing.T) {
 	s := loadSpec(t)
 	schemas := s.model.Components.Schemas
 	for _, name := range []string{"Click", "IngestResponse", "Rejection", "Problem", "ClickURLRequest", "ClickURLResponse",
-		"Granularity", "ClickSeries", "SeriesPoint", "TopAds", "AdClickCount", "TrafficQuality", "PipelineStatus", "PartitionStatus"} {
+		"Granularity", "ClickSeries", "SeriesPoint", "TopAds", "AdClickCount", "TrafficQuality", "PipelineStatus", "PartitionStatus",
+		"TaskID", "CollectRequest", "ExtractionOptions", "CollectAccepted", "TaskStatus", "MetadataTask", "MetadataResult", "MetadataImage", "TaskError"} {
 		if schemas.GetOrZero(name) == nil {
 			t.Errorf("components.schemas.%s is missing", name)
 		}
@@ -283,6 +286,9 @@ func TestComponentSchemas(t *testing.T) {
 		"TrafficQuality":  {"from", "to", "valid", "invalid", "duplicates", "too_late"},
 		"PipelineStatus":  {"partitions", "events_in_per_second", "events_out_per_second", "oldest_unprocessed_event_age_seconds", "freshness_seconds"},
 		"PartitionStatus": {"partition", "log_end_offset", "committed_offset", "lag", "watermark"},
+		"CollectRequest":  {"target_url", "requested_by"},
+		"CollectAccepted": {"task_id", "status", "estimated_completion_ms", "created_at"},
+		"TaskError":       {"code", "message"},
 	} {
 		if got := schemas.GetOrZero(name).Schema().Required; !slices.Equal(got, want) {
 			t.Errorf("%s.required = %v, want %v", name, got, want)
@@ -294,7 +300,7 @@ func TestComponentSchemas(t *testing.T) {
 	}
 
 	problem := schemas.GetOrZero("Problem").Schema()
-	for _, p := range []string{"type", "title", "status", "detail", "instance", "rejected", "offset", "line", "field", "parameter"} {
+	for _, p := range []string{"type", "title", "status", "detail", "instance", "rejected", "offset", "line", "field", "parameter", "reason"} {
 		if problem.Properties.GetOrZero(p) == nil {
 			t.Errorf("Problem.%s is missing", p)
 		}

@@ -144,6 +144,7 @@ func (a *API) HandleCollect() http.Handler {
 				Extensions: map[string]any{"parameter": "Idempotency-Key"}})
 			return
 		case err != nil:
+			w.Header().Set("Retry-After", "1")
 			httpjson.Error(w, r, a.log, http.StatusServiceUnavailable, "the task could not be stored; retry with the same Idempotency-Key", err)
 			return
 		}
@@ -350,6 +351,7 @@ func (a *API) HandleTask() http.Handler {
 			httpjson.WriteProblem(w, r, httpjson.Problem{Status: http.StatusNotFound, Detail: fmt.Sprintf("no task %s", id)})
 			return
 		case err != nil:
+			w.Header().Set("Retry-After", "1")
 			httpjson.Error(w, r, a.log, http.StatusServiceUnavailable, "the task could not be read; retry", err)
 			return
 		}
