@@ -185,13 +185,19 @@ type Outcome struct {
 // Collector fetches pages and extracts their metadata.
 type Collector struct {
 	cfg     Config
-	client  *http.Client
+	client  client
 	hosts   *hostTable
 	cache   *cache
 	flight  singleflight.Group
 	metrics *metrics
 	log     *slog.Logger
 	now     func() time.Time
+}
+
+// client is the part of safehttp's client the Collector uses.
+type client interface {
+	Do(*http.Request) (*http.Response, error)
+	CloseIdleConnections()
 }
 
 // New returns a Collector. logger may be nil; reg may be nil.
