@@ -39,7 +39,7 @@ func enqueue(t *testing.T, db *sql.DB, aggs ...string) []outbox.Message {
 	var out []outbox.Message
 	for i, a := range aggs {
 		m, err := outbox.Enqueue(t.Context(), db, outbox.Message{AggregateType: "metadata_task", AggregateID: a,
-			EventType: "metadata.task.requested", Payload: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), CreatedAt: at})
+			EventType: "MetadataRequested", Payload: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), CreatedAt: at})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,8 +28,8 @@ const (
 // Outbox event types and the aggregate type written by the store.
 const (
 	AggregateType      = "metadata_task"
-	EventTaskRequested = "metadata.task.requested"
-	EventTaskCompleted = "metadata.task.completed"
+	EventTaskRequested = "MetadataRequested"
+	EventTaskCompleted = "MetadataCollected"
 )
 
 // IdempotencyWindow is how long an idempotency key names its task.
@@ -88,7 +88,7 @@ func (s *Store) stamp() (time.Time, string) {
 	return t, t.Format(outbox.TimeFormat)
 }
 
-// CreateTask stores a QUEUED task and its metadata.task.requested outbox event
+// CreateTask stores a QUEUED task and its MetadataRequested outbox event
 // in one transaction. With an IdempotencyKey used within IdempotencyWindow it
 // stores nothing: the same RequestHash returns the existing task with created
 // false, another hash returns ErrIdempotencyConflict.
@@ -165,7 +165,7 @@ func (s *Store) CreateTask(ctx context.Context, nt NewTask) (Task, bool, error) 
 	return t, true, nil
 }
 
-// RequestedEvent is the payload of metadata.task.requested: all a worker needs.
+// RequestedEvent is the payload of MetadataRequested: all a worker needs.
 type RequestedEvent struct {
 	TaskID      string          `json:"task_id"`
 	TargetURL   string          `json:"target_url"`
@@ -174,7 +174,7 @@ type RequestedEvent struct {
 	CreatedAt   time.Time       `json:"created_at"`
 }
 
-// CompletedEvent is the payload of metadata.task.completed, for consumers of
+// CompletedEvent is the payload of MetadataCollected, for consumers of
 // TopicResults.
 type CompletedEvent struct {
 	TaskID     string          `json:"task_id"`
@@ -276,7 +276,7 @@ func (s *Store) StartAttempt(ctx context.Context, id string) (Task, error) {
 }
 
 // Finish records the outcome, SUCCEEDED when o.ErrorCode is empty and FAILED
-// otherwise, and its metadata.task.completed outbox event in one transaction.
+// otherwise, and its MetadataCollected outbox event in one transaction.
 // A task that is already finished is left alone and ErrFinished returned.
 func (s *Store) Finish(ctx context.Context, id string, o Outcome) (Task, error) {
 	status := Succeeded

@@ -1,7 +1,7 @@
 // Package taskstore stores URL-metadata collection tasks in SQLite and writes
 // each task's outbox events (package outbox) in the same transaction as the
 // task change they announce, so a task is never accepted without its
-// "metadata.task.requested" event, nor finished without "metadata.task.completed".
+// "MetadataRequested" event, nor finished without "MetadataCollected".
 //
 // The schema is embedded (migrations/*.sql), applied in order at Open and
 // recorded in schema_migrations; migrations/postgres holds the PostgreSQL text
