@@ -40,6 +40,17 @@ type service struct {
 
 func newService(t *testing.T, pages http.Handler, wcfg WorkerConfig, ccfg collect.Config) *service {
 	t.Helper()
+	fn := collecttest.New(t, pages)
+	fn.Use(&ccfg.Fetch)
+	s := startService(t, wcfg, ccfg)
+	s.net = fn
+	return s
+}
+
+// startService wires the service around ccfg, whose Fetch must keep every
+// dial on loopback.
+func startService(t *testing.T, wcfg WorkerConfig, ccfg collect.Config) *service {
+	t.Helper()
 	dir := t.TempDir()
 	store, err := taskstore.Open(t.Context(), filepath.Join(dir, "tasks.db"))
 	if err != nil {
@@ -56,8 +67,7 @@ func newService(t *testing.T, pages http.Handler, wcfg WorkerConfig, ccfg collec
 			t.Fatal(err)
 		}
 	}
-	s := &service{t: t, net: collecttest.New(t, pages), store: store, log: log, reg: prometheus.NewRegistry()}
-	s.net.Use(&ccfg.Fetch)
+	s := &service{t: t, store: store, log: log, reg: prometheus.NewRegistry()}
 	col := collect.New(ccfg, nil, s.reg)
 	est := NewEstimator(max(wcfg.Workers, 1), 20*time.Millisecond)
 	s.api = httptest.NewServer(s.mux(NewAPI(store, col, est, nil)))

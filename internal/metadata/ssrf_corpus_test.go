@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,11 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
 	"github.com/pedal-project/pedal/internal/metadata/collect"
-	"github.com/pedal-project/pedal/internal/metadata/taskstore"
 )
 
 // ssrfCorpusPath is the project's shared SSRF corpus, which lives beside the
@@ -178,29 +173,7 @@ func newSSRFEnv(t *testing.T) *ssrfEnv {
 	ccfg.Fetch.DialContext = env.dial
 	ccfg.Fetch.RootCAs = pool
 
-	dir := t.TempDir()
-	store, err := taskstore.Open(t.Context(), filepath.Join(dir, "tasks.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	log, err := pebblelog.Open(filepath.Join(dir, "log"), pebblelog.Config{MinFreeBytes: -1, Fatal: func(msg string) { panic(msg) }}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { log.Close() })
-	for _, topic := range []string{taskstore.TopicTasks, taskstore.TopicResults} {
-		if err := log.CreateTopic(t.Context(), topic, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := &service{t: t, store: store, log: log, reg: prometheus.NewRegistry()}
-	col := collect.New(ccfg, nil, s.reg)
-	est := NewEstimator(1, 20*time.Millisecond)
-	s.api = httptest.NewServer(s.mux(NewAPI(store, col, est, nil)))
-	t.Cleanup(s.api.Close)
-	s.worker = NewWorker(WorkerConfig{Workers: 2}, log, store, col, est, nil, s.reg)
-	s.start()
+	s := startService(t, WorkerConfig{Workers: 2}, ccfg)
 	env.s = s
 	return env
 }
