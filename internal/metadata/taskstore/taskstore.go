@@ -17,15 +17,9 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
-	"io/fs"
-	"net/url"
-	"sort"
-	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
-	"github.com/pedal-project/pedal/internal/outbox"
+	"github.com/pedal-project/pedal/internal/sqlitedb"
 )
 
 //go:embed migrations/*.sql
@@ -40,25 +34,11 @@ type Store struct {
 // Open opens (creating if needed) the SQLite database at path and applies any
 // migration not yet recorded.
 func Open(ctx context.Context, path string) (*Store, error) {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(5000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sqlitedb.Open(ctx, path, migrations, "migrations")
 	if err != nil {
-		return nil, fmt.Errorf("taskstore: open %s: %w", path, err)
+		return nil, fmt.Errorf("taskstore: %w", err)
 	}
-	db.SetMaxOpenConns(1)
-	db.SetConnMaxIdleTime(0)
-	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, now: time.Now}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("taskstore: open %s: %w", path, err)
-	}
-	return s, nil
+	return &Store{db: db, now: time.Now}, nil
 }
 
 // DB returns the database, for the outbox Relay.
@@ -66,55 +46,3 @@ func (s *Store) DB() *sql.DB { return s.db }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
-
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY,
-		name TEXT NOT NULL,
-		applied_at TEXT NOT NULL)`); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		var version int
-		if _, err := fmt.Sscanf(base, "%d_", &version); err != nil || version <= 0 {
-			return fmt.Errorf("migration %s: name must start with a positive version", base)
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		if err := s.apply(ctx, version, base, string(body)); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-	}
-	return nil
-}
-
-func (s *Store) apply(ctx context.Context, version int, name, body string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-		return err
-	}
-	if n > 0 {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, body); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-		version, name, s.now().UTC().Format(outbox.TimeFormat)); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
