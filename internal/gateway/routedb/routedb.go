@@ -66,7 +66,7 @@ type Cluster struct {
 	Balancing      string // RoundRobin or LeastRequests
 	MaxConcurrency int
 	HealthPath     string   // "" means no active health checks
-	Endpoints      []string // base URLs, for KindHTTP
+	Endpoints      []string // base URLs, for KindHTTP, in text order
 }
 
 // Config is the whole routing configuration at one version.
@@ -168,27 +168,41 @@ func (s *Store) Load(ctx context.Context) (Config, error) {
 	if err := rows.Err(); err != nil {
 		return Config{}, fmt.Errorf("routedb: load routes: %w", err)
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT c.cluster, c.kind, c.balancing, c.max_concurrency, coalesce(c.health_path, ''),
-		coalesce(group_concat(e.url, char(10)), '')
-		FROM route_clusters c LEFT JOIN cluster_endpoints e ON e.cluster = c.cluster
-		GROUP BY c.cluster ORDER BY c.cluster`)
+	rows, err = tx.QueryContext(ctx, `SELECT cluster, kind, balancing, max_concurrency, coalesce(health_path, '')
+		FROM route_clusters ORDER BY cluster`)
 	if err != nil {
 		return Config{}, fmt.Errorf("routedb: load clusters: %w", err)
 	}
-	defer rows.Close()
+	index := map[string]int{}
 	for rows.Next() {
 		var cl Cluster
-		var eps string
-		if err := rows.Scan(&cl.Name, &cl.Kind, &cl.Balancing, &cl.MaxConcurrency, &cl.HealthPath, &eps); err != nil {
+		if err := rows.Scan(&cl.Name, &cl.Kind, &cl.Balancing, &cl.MaxConcurrency, &cl.HealthPath); err != nil {
+			rows.Close()
 			return Config{}, fmt.Errorf("routedb: load clusters: %w", err)
 		}
-		if eps != "" {
-			cl.Endpoints = strings.Split(eps, "\n")
-		}
+		index[cl.Name] = len(c.Clusters)
 		c.Clusters = append(c.Clusters, cl)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return Config{}, fmt.Errorf("routedb: load clusters: %w", err)
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT cluster, url FROM cluster_endpoints ORDER BY cluster, url`)
+	if err != nil {
+		return Config{}, fmt.Errorf("routedb: load endpoints: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name, u string
+		if err := rows.Scan(&name, &u); err != nil {
+			return Config{}, fmt.Errorf("routedb: load endpoints: %w", err)
+		}
+		if i, ok := index[name]; ok {
+			c.Clusters[i].Endpoints = append(c.Clusters[i].Endpoints, u)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Config{}, fmt.Errorf("routedb: load endpoints: %w", err)
 	}
 	return c, nil
 }
