@@ -21,7 +21,7 @@ import (
 func TestLoadgenVerifyAgainstServe(t *testing.T) {
 	s := startServer(t, "--data-dir", t.TempDir(), "--partitions", "4")
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), []string{"loadgen", "--target", s.url, "--rate", "6000", "--batch", "50",
+	err := run(t.Context(), []string{"loadgen", "--target", s.url, "--token", testToken, "--rate", "6000", "--batch", "50",
 		"--duration", "2s", "--concurrency", "8", "--ads", "200", "--dup-share", "0.1", "--bot-share", "0.05",
 		"--burst-share", "0.1", "--late-share", "0.05", "--too-late-share", "0.02",
 		"--verify", "--verify-timeout", "60s"}, func(string) string { return "" }, &stdout, &stderr)

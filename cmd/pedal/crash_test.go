@@ -53,7 +53,7 @@ func TestCrashesCountEachClickOnce(t *testing.T) {
 	)
 	start := func() (*exec.Cmd, string) {
 		t.Helper()
-		cmd := exec.Command(os.Args[0], "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0",
+		cmd := exec.Command(os.Args[0], "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--jwt-secret", testJWTSecret,
 			"--log-min-free-bytes", "0", "--partitions", "4", "--aggregate-flush-interval", "50ms")
 		cmd.Env = append(os.Environ(), "PEDAL_TEST_MAIN=1")
 		stdout, err := cmd.StdoutPipe()

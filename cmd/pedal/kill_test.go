@@ -27,7 +27,8 @@ func TestNoAcknowledgedClickLost(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(os.Args[0], "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--log-min-free-bytes", "0")
+			cmd := exec.Command(os.Args[0], "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--log-min-free-bytes", "0",
+				"--jwt-secret", testJWTSecret)
 			cmd.Env = append(os.Environ(), "PEDAL_TEST_MAIN=1")
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {

@@ -59,6 +59,7 @@ Flags:
 		vcfg                loadgen.VerifyConfig
 	)
 	fs.StringVar(&cfg.Target, "target", loadgen.DefaultTarget, usage("target", "base `URL` of the pedal server"))
+	fs.StringVar(&cfg.Token, "token", "", usage("token", "bearer token for the API (pedal token --sub loadgen prints one); redirects need none"))
 	fs.StringVar(&mode, "mode", string(loadgen.ModeClicks), usage("mode", "what to send: clicks (batched POST /v1/clicks) or redirect (GET /v1/r/{token})"))
 	fs.Float64Var(&cfg.Rate, "rate", loadgen.DefaultRate, usage("rate", "clicks per second"))
 	fs.DurationVar(&cfg.Duration, "duration", loadgen.DefaultDuration, usage("duration", "how long to send"))
@@ -135,7 +136,7 @@ Flags:
 		if s.Failed > 0 {
 			fmt.Fprintf(stdout, "verify: warning: %d requests failed; the server may have logged the clicks of some (a timeout after the append), which the ledger lacks\n", s.Failed)
 		}
-		vcfg.Target, vcfg.RequestTimeout = cfg.Target, cfg.Timeout
+		vcfg.Target, vcfg.RequestTimeout, vcfg.Token = cfg.Target, cfg.Timeout, cfg.Token
 		_, err = loadgen.Verify(ctx, vcfg, cfg.Ledger, stdout)
 	}
 	if tempLedger {

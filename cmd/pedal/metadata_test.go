@@ -199,7 +199,8 @@ func TestMetadataTasksSurviveKills(t *testing.T) {
 	var running *exec.Cmd
 	start := func(extra ...string) string {
 		t.Helper()
-		args := append([]string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--log-min-free-bytes", "0"}, flags...)
+		args := append([]string{"serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--log-min-free-bytes", "0",
+			"--jwt-secret", testJWTSecret}, flags...)
 		cmd := exec.Command(os.Args[0], append(args, extra...)...)
 		cmd.Env = append(os.Environ(), "PEDAL_TEST_MAIN=1")
 		stdout, err := cmd.StdoutPipe()

@@ -17,6 +17,7 @@ Usage:
   pedal serve [flags]        run every component in one process on embedded storage
   pedal loadgen [flags]      drive a running server at a constant rate and report latencies
   pedal sign-click [flags]   mint a signed redirect click URL
+  pedal token [flags]        mint a JWT for the API (HS256, the server's key)
 
 Run "pedal <command> --help" for the flags of a command. Every flag can also be set
 with an environment variable: --http-addr of serve is PEDAL_HTTP_ADDR, --rate of
@@ -37,6 +38,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runLoadgen(ctx, rest, getenv, stdout, stderr)
 	case "sign-click":
 		return runSignClick(ctx, rest, getenv, stdout, stderr)
+	case "token":
+		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -103,6 +106,18 @@ func (f *envFlags) Int(name string, def int, help string) *int {
 		}
 	}
 	return f.FlagSet.Int(name, def, f.usage(name, help))
+}
+
+func (f *envFlags) Bool(name string, def bool, help string) *bool {
+	if v, ok := f.env(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: not a boolean (true or false)", envName(name), v))
+		} else {
+			def = b
+		}
+	}
+	return f.FlagSet.Bool(name, def, f.usage(name, help))
 }
 
 // Bytes is a size flag accepting plain bytes or a KiB/MiB/GiB suffix.

@@ -19,7 +19,16 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/pedal-project/pedal/internal/jwtauth"
 )
+
+// testJWTSecret signs the tokens of every server the tests start (--jwt-secret);
+// testToken is an admin's, sent by every request the tests make through
+// http.DefaultTransport.
+const testJWTSecret = "7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de7e57c0de"
+
+var testToken string
 
 func TestMain(m *testing.M) {
 	// The kill test re-executes this binary as a pedal process.
@@ -27,7 +36,34 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	key, err := jwtauth.ParseKey(testJWTSecret)
+	if err != nil {
+		panic(err)
+	}
+	testToken, err = jwtauth.Mint(key, jwtauth.MintClaims{Subject: "test-admin", Role: jwtauth.RoleAdmin, Issuer: "pedal",
+		Audience: "pedal", TTL: 24 * time.Hour})
+	if err != nil {
+		panic(err)
+	}
+	http.DefaultTransport = bearer{http.DefaultTransport}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"))
+}
+
+// bearer adds testToken to requests that carry no Authorization.
+type bearer struct{ next http.RoundTripper }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+testToken)
+	}
+	return b.next.RoundTrip(r)
+}
+
+func (b bearer) CloseIdleConnections() {
+	if c, ok := b.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // lineWriter collects output lines and tells waiters about them.
@@ -101,7 +137,7 @@ func startServer(t *testing.T, args ...string) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := newLineWriter()
 	done := make(chan error, 1)
-	args = append([]string{"serve", "--http-addr", "127.0.0.1:0", "--log-min-free-bytes", "0"}, args...)
+	args = append([]string{"serve", "--http-addr", "127.0.0.1:0", "--log-min-free-bytes", "0", "--jwt-secret", testJWTSecret}, args...)
 	go func() { done <- run(ctx, args, func(string) string { return "" }, out, out) }()
 	m := out.waitFor(t, "pedal serving", done)
 	s := &server{url: "http://" + m["http_addr"].(string), cancel: cancel, done: done, out: out}
@@ -166,7 +202,7 @@ func TestServeEndToEnd(t *testing.T) {
 		"go_goroutines ", "process_cpu_seconds_total ",
 		"pedal_ingest_clicks_accepted_total 1",
 		`pedal_ingest_clicks_rejected_total{code="invalid"} 1`,
-		`pedal_http_request_duration_seconds_count{code="202",route="POST /v1/clicks"} 1`,
+		`http_server_request_duration_seconds_count{code="202",route="clicks-ingest"} 1`,
 		"pedal_eventlog_appended_records_total 1",
 	} {
 		if !strings.Contains(metrics, want) {
@@ -321,7 +357,13 @@ func postBatch(client *http.Client, url, prefix string, n int) (bool, error) {
 		fmt.Fprintf(&b, `{"click_id":"%s-%d","ad_id":"ad-%d"}`, prefix, i, i%37)
 	}
 	b.WriteByte(']')
-	resp, err := client.Post(url+"/v1/clicks", "application/json", strings.NewReader(b.String()))
+	req, err := http.NewRequest("POST", url+"/v1/clicks", strings.NewReader(b.String()))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := client.Do(req)
 	if err != nil {
 		return false, err
 	}

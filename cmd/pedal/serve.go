@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pedal-project/pedal/internal/analytics/embedstore"
@@ -28,11 +28,15 @@ import (
 	"github.com/pedal-project/pedal/internal/clicks/ingest"
 	"github.com/pedal-project/pedal/internal/clicks/query"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
+	"github.com/pedal-project/pedal/internal/gateway"
+	"github.com/pedal-project/pedal/internal/gateway/routedb"
+	"github.com/pedal-project/pedal/internal/jwtauth"
 	"github.com/pedal-project/pedal/internal/metadata"
 	"github.com/pedal-project/pedal/internal/metadata/collect"
 	"github.com/pedal-project/pedal/internal/metadata/taskstore"
 	"github.com/pedal-project/pedal/internal/observe"
 	"github.com/pedal-project/pedal/internal/outbox"
+	"github.com/pedal-project/pedal/internal/ratelimit"
 	"github.com/pedal-project/pedal/internal/safehttp"
 )
 
@@ -63,6 +67,14 @@ type serveConfig struct {
 	Collect        collect.Config
 	MetadataWorker metadata.WorkerConfig
 	Outbox         outbox.Relay
+	// Gateway: tokens (an HS256 key, and optionally a JWKS), CORS.
+	JWTSecret        string
+	JWTIssuer        string
+	JWTAudience      string
+	JWKSURL          string
+	JWKSAllowCIDRs   []netip.Prefix
+	JWKSAllowedPorts []uint16
+	Gateway          gateway.Config
 }
 
 func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -111,6 +123,14 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	outboxPoll := f.Duration("outbox-poll-interval", 100*time.Millisecond, "how often the outbox relay looks for new events when idle")
 	outboxAttempts := f.Int("outbox-max-attempts", 10, "failed publishes after which an outbox event is marked FAILED (and counted in pedal_outbox_failed_total)")
 	outboxRetention := f.Duration("outbox-retention", 24*time.Hour, "delete published outbox events older than this (0: keep)")
+	jwtSecret := f.String("jwt-secret", "", "hex HS256 key (at least 32 bytes) that signs and verifies tokens (default: generated once into <data-dir>/jwt.key)")
+	jwtIssuer := f.String("jwt-issuer", "pedal", "required iss claim of tokens (empty: not checked)")
+	jwtAudience := f.String("jwt-audience", "pedal", "required aud claim of tokens (empty: not checked)")
+	jwksURL := f.String("jwks-url", "", "JWKS URL of an identity provider whose RS256/ES256/EdDSA tokens are accepted too (refreshed hourly and on an unknown kid)")
+	jwksAllow := f.String("jwks-allow-cidr", "", "comma-separated CIDRs the JWKS URL may resolve to although they are private (an internal identity provider)")
+	corsOrigins := f.String("cors-allowed-origins", "", "comma-separated origins allowed to call the API from browsers (e.g. https://dash.example.com; * for any); empty: no CORS")
+	corsCredentials := f.Bool("cors-allow-credentials", false, "let browsers send credentials (cookies, Authorization) cross-origin")
+	corsMaxAge := f.Duration("cors-max-age", 10*time.Minute, "how long browsers may cache a preflight answer")
 	workers := f.Int("aggregate-workers", 0, "partitions aggregated at once (default half the CPUs, at least 1; the rest is left to ingestion)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
@@ -237,6 +257,42 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	}
 	cfg.MetadataWorker = metadata.WorkerConfig{Workers: *mdWorkers, PerHost: *mdPerHost}
 	cfg.Outbox = outbox.Relay{PollInterval: *outboxPoll, MaxAttempts: *outboxAttempts, Retention: *outboxRetention}
+	cfg.JWTSecret, cfg.JWTIssuer, cfg.JWTAudience, cfg.JWKSURL = *jwtSecret, *jwtIssuer, *jwtAudience, *jwksURL
+	if *jwtSecret != "" {
+		if _, err := jwtauth.ParseKey(*jwtSecret); err != nil {
+			return cfg, fmt.Errorf("--jwt-secret: %w", err)
+		}
+	}
+	if *jwksURL != "" {
+		u, err := url.Parse(*jwksURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return cfg, fmt.Errorf("--jwks-url %q: want an http(s) URL", *jwksURL)
+		}
+		if cfg.JWKSAllowCIDRs, err = parseCIDRs("--jwks-allow-cidr", *jwksAllow); err != nil {
+			return cfg, err
+		}
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || n == 0 {
+			return cfg, fmt.Errorf("--jwks-url %q: bad port", *jwksURL)
+		}
+		cfg.JWKSAllowedPorts = []uint16{uint16(n)}
+	}
+	if *corsOrigins != "" {
+		for _, o := range strings.Split(*corsOrigins, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				cfg.Gateway.CORS.AllowedOrigins = append(cfg.Gateway.CORS.AllowedOrigins, o)
+			}
+		}
+		cfg.Gateway.CORS.AllowedMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE"}
+		cfg.Gateway.CORS.AllowedHeaders = []string{"Authorization", "Content-Type", "Idempotency-Key", "traceparent", "tracestate"}
+		cfg.Gateway.CORS.ExposedHeaders = []string{"Location", "Retry-After", "RateLimit", "RateLimit-Policy", "Idempotent-Replayed", gateway.FallbackHeader}
+		cfg.Gateway.CORS.AllowCredentials = *corsCredentials
+		cfg.Gateway.CORS.MaxAge = int(corsMaxAge.Seconds())
+	}
 	cfg.Log = pebblelog.Config{RetentionAge: *retention, MinFreeBytes: *minFree, MinSyncInterval: *minSync}
 	if *minFree == 0 {
 		cfg.Log.MinFreeBytes = -1
@@ -327,9 +383,32 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	var ready atomic.Bool
-	mux := newMux(reg, tp, &ready, ing, rd, q, md.api)
+	routes, err := routedb.Open(ctx, filepath.Join(cfg.DataDir, "routes.db"))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer routes.Close()
+	if seeded, err := routes.Seed(ctx, defaultRoutes(), defaultClusters()); err != nil {
+		ln.Close()
+		return err
+	} else if seeded {
+		logger.Info("stored the default routes", "routes", len(defaultRoutes()))
+	}
+	verifier, err := newVerifier(ctx, cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer verifier.Close()
+	gw, err := gateway.New(ctx, cfg.Gateway, routes, serviceHandlers(reg, &ready, ing, rd, q, md.api), authenticator{verifier},
+		ratelimit.NewLocal(ratelimit.Config{}), logger.With("component", "gateway"), reg, tp)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -339,6 +418,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return log.Run(gctx) })
 	g.Go(func() error { return agg.Run(gctx) })
+	g.Go(func() error { return gw.Run(gctx) })
 	g.Go(func() error { return md.relay.Run(gctx) })
 	g.Go(func() error { return md.worker.Run(gctx) })
 	if cfg.AnalyticsRetention > 0 {
@@ -400,16 +480,16 @@ func debugMux() http.Handler {
 	return mux
 }
 
-func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects, q *query.API, md *metadata.API) http.Handler {
-	hm := observe.NewHTTPMetrics(reg)
-	mux := http.NewServeMux()
-	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, hm.Wrap(pattern, tp, h)) }
-
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+// serviceHandlers are the in-process clusters of the gateway: each built-in
+// service's routes, uninstrumented (the gateway traces and measures every
+// request by route).
+func serviceHandlers(reg *prometheus.Registry, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects, q *query.API, md *metadata.API) map[string]http.Handler {
+	ops := http.NewServeMux()
+	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	ops.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -418,17 +498,23 @@ func newMux(reg *prometheus.Registry, tp trace.TracerProvider, ready *atomic.Boo
 		}
 		io.WriteString(w, "ready\n")
 	})
-	mux.Handle("GET /metrics", observe.MetricsHandler(reg))
-	handle("POST /v1/clicks", ing.HandleClicks())
-	handle("GET /v1/r/{token}", rd.HandleRedirect())
-	handle("POST /v1/ads/{ad_id}/click-urls", rd.HandleMint())
-	handle("GET /v1/ads/{ad_id}/clicks", q.HandleSeries())
-	handle("GET /v1/ads/top", q.HandleTop())
-	handle("GET /v1/traffic/quality", q.HandleQuality())
-	handle("GET /v1/pipeline/status", q.HandleStatus())
-	handle("POST /v1/metadata/collect", md.HandleCollect())
-	handle("GET /v1/metadata/tasks/{task_id}", md.HandleTask())
-	return mux
+	ops.Handle("GET /metrics", observe.MetricsHandler(reg))
+
+	clicks := http.NewServeMux()
+	clicks.Handle("POST /v1/clicks", ing.HandleClicks())
+	clicks.Handle("GET /v1/r/{token}", rd.HandleRedirect())
+	clicks.Handle("POST /v1/ads/{ad_id}/click-urls", rd.HandleMint())
+
+	qm := http.NewServeMux()
+	qm.Handle("GET /v1/ads/{ad_id}/clicks", q.HandleSeries())
+	qm.Handle("GET /v1/ads/top", q.HandleTop())
+	qm.Handle("GET /v1/traffic/quality", q.HandleQuality())
+	qm.Handle("GET /v1/pipeline/status", q.HandleStatus())
+
+	mm := http.NewServeMux()
+	mm.Handle("POST /v1/metadata/collect", md.HandleCollect())
+	mm.Handle("GET /v1/metadata/tasks/{task_id}", md.HandleTask())
+	return map[string]http.Handler{clusterOps: ops, clusterClicks: clicks, clusterQuery: qm, clusterMetadata: mm}
 }
 
 // pipeline shows the aggregator to the query API.

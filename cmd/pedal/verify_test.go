@@ -39,7 +39,7 @@ func TestLoadgenVerify(t *testing.T) {
 			t.Cleanup(srv.Close)
 			report := filepath.Join(t.TempDir(), "report.txt")
 			var stdout, stderr bytes.Buffer
-			err := run(t.Context(), []string{"loadgen", "--target", srv.URL, "--rate", "4000", "--batch", "40",
+			err := run(t.Context(), []string{"loadgen", "--target", srv.URL, "--token", testToken, "--rate", "4000", "--batch", "40",
 				"--duration", "700ms", "--concurrency", "4", "--ads", "100", "--dup-share", "0.1", "--bot-share", "0.05",
 				"--burst-share", "0.1", "--late-share", "0.05", "--too-late-share", "0.02",
 				"--verify", "--verify-report", report}, func(string) string { return "" }, &stdout, &stderr)

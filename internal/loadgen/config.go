@@ -60,6 +60,9 @@ const (
 type Config struct {
 	// Target is the base URL of the pedal server (default DefaultTarget).
 	Target string
+	// Token, if set, is sent as a bearer token (pedal's gateway requires one
+	// for POST /v1/clicks; redirects are public).
+	Token string
 	// Mode is ModeClicks (default) or ModeRedirect.
 	Mode Mode
 	// Rate is the intended number of clicks per second (default DefaultRate). In

@@ -346,6 +346,9 @@ func (r *runner) do(ctx context.Context, b *batch) {
 			req.ContentLength = int64(len(b.body))
 			req.Header.Set("Content-Type", r.contentType)
 			req.Header.Set("User-Agent", "pedal-loadgen")
+			if r.cfg.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
+			}
 		}
 	} else {
 		c := &b.clicks[0]

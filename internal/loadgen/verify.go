@@ -49,6 +49,8 @@ var (
 type VerifyConfig struct {
 	// Target is the base URL of the pedal server (default DefaultTarget).
 	Target string
+	// Token, if set, is sent as a bearer token with every query.
+	Token string
 	// Timeout bounds the wait for the pipeline to catch up (default
 	// DefaultVerifyTimeout).
 	Timeout time.Duration
@@ -424,6 +426,9 @@ func (v *verifier) getOnce(ctx context.Context, u string, dst any) (retry bool, 
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "pedal-loadgen")
+	if v.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+v.cfg.Token)
+	}
 	resp, err := v.client.Do(req)
 	if err != nil {
 		return true, fmt.Errorf("GET %s: %w", u, err)

@@ -41,6 +41,7 @@ import (
 	"github.com/pedal-project/pedal/internal/httpjson"
 	"github.com/pedal-project/pedal/internal/metadata/collect"
 	"github.com/pedal-project/pedal/internal/metadata/taskstore"
+	"github.com/pedal-project/pedal/internal/principal"
 	"github.com/pedal-project/pedal/internal/safehttp"
 )
 
@@ -132,8 +133,16 @@ func (a *API) HandleCollect() http.Handler {
 			httpjson.Error(w, r, a.log, http.StatusBadRequest, err.Error(), err)
 			return
 		}
+		if p, ok := principal.From(r.Context()); ok && !p.IsAdmin() && p.Subject != nt.RequestedBy {
+			httpjson.WriteProblem(w, r, httpjson.Problem{Status: http.StatusForbidden,
+				Detail:     "requested_by must be your own subject (only an admin may ask on behalf of another)",
+				Extensions: map[string]any{"parameter": "requested_by"}})
+			return
+		}
 		if key != "" {
-			nt.IdempotencyKey = key
+			// Keys are the requester's own: another's use of the same key is
+			// another request, not a conflict.
+			nt.IdempotencyKey = scopedKey(nt.RequestedBy, key)
 			nt.RequestHash = requestHash(nt.TargetURL, nt.RequestedBy, opts)
 		}
 		t, created, err := a.store.CreateTask(r.Context(), nt)
@@ -311,6 +320,12 @@ func requestHash(target, by string, o collect.Options) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// scopedKey is the stored form of a requester's idempotency key.
+func scopedKey(requester, key string) string {
+	sum := sha256.Sum256([]byte(requester + "\x00" + key))
+	return "k_" + hex.EncodeToString(sum[:])
+}
+
 // TaskResponse is the answer of GET /v1/metadata/tasks/{task_id}.
 type TaskResponse struct {
 	TaskID            string          `json:"task_id"`
@@ -353,6 +368,11 @@ func (a *API) HandleTask() http.Handler {
 		case err != nil:
 			w.Header().Set("Retry-After", "1")
 			httpjson.Error(w, r, a.log, http.StatusServiceUnavailable, "the task could not be read; retry", err)
+			return
+		}
+		if p, ok := principal.From(r.Context()); ok && !p.IsAdmin() && p.Subject != t.RequestedBy {
+			// Another's task is not there, as far as this caller can tell.
+			httpjson.WriteProblem(w, r, httpjson.Problem{Status: http.StatusNotFound, Detail: fmt.Sprintf("no task %s", id)})
 			return
 		}
 		httpjson.Encode(w, http.StatusOK, taskResponse(t))
