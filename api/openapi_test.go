@@ -128,18 +128,26 @@ func TestDocumentIsValidOpenAPI31(t *testing.T) {
 
 // operations is the contract: every operation and its documented status codes.
 var operations = map[string]map[string][]string{
-	"/v1/clicks":                   {http.MethodPost: {"202", "400", "413", "415", "503"}},
+	"/v1/clicks":                   {http.MethodPost: {"202", "400", "401", "413", "415", "503"}},
 	"/v1/r/{token}":                {http.MethodGet: {"302", "404"}},
-	"/v1/ads/{ad_id}/click-urls":   {http.MethodPost: {"201", "400"}},
-	"/v1/ads/{ad_id}/clicks":       {http.MethodGet: {"200", "400", "500"}},
-	"/v1/ads/top":                  {http.MethodGet: {"200", "400", "500"}},
-	"/v1/traffic/quality":          {http.MethodGet: {"200", "400", "500"}},
-	"/v1/pipeline/status":          {http.MethodGet: {"200", "400", "500"}},
+	"/v1/ads/{ad_id}/click-urls":   {http.MethodPost: {"201", "400", "401"}},
+	"/v1/ads/{ad_id}/clicks":       {http.MethodGet: {"200", "400", "401", "500"}},
+	"/v1/ads/top":                  {http.MethodGet: {"200", "400", "401", "500"}},
+	"/v1/traffic/quality":          {http.MethodGet: {"200", "400", "401", "500"}},
+	"/v1/pipeline/status":          {http.MethodGet: {"200", "400", "401", "500"}},
 	"/healthz":                     {http.MethodGet: {"200"}},
 	"/readyz":                      {http.MethodGet: {"200", "503"}},
 	"/metrics":                     {http.MethodGet: {"200"}},
-	"/v1/metadata/collect":         {http.MethodPost: {"202", "400", "413", "415", "422", "503"}},
-	"/v1/metadata/tasks/{task_id}": {http.MethodGet: {"200", "404", "503"}},
+	"/v1/metadata/collect":         {http.MethodPost: {"202", "400", "401", "403", "413", "415", "422", "429", "503"}},
+	"/v1/metadata/tasks/{task_id}": {http.MethodGet: {"200", "401", "404", "503"}},
+	"/v1/auth/revoke":              {http.MethodPost: {"204", "400", "401", "403"}},
+	"/v1/admin/routes":             {http.MethodGet: {"200", "401", "403"}},
+	"/v1/admin/routes/{route_id}": {
+		http.MethodGet:    {"200", "401", "403", "404"},
+		http.MethodPut:    {"200", "201", "400", "401", "403", "409"},
+		http.MethodDelete: {"204", "401", "403", "404"},
+	},
+	"/v1/admin/clusters/{cluster}": {http.MethodPut: {"200", "400", "401", "403"}},
 }
 
 func TestOperationsAndStatusCodes(t *testing.T) {
@@ -504,6 +512,7 @@ func newRequest(method, url, contentType, body string) *http.Request {
 		r = httptest.NewRequest(method, url, strings.NewReader(body))
 		r.Header.Set("Content-Type", contentType)
 	}
+	r.Header.Set("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln") // the document requires one; the gateway checks it
 	return r
 }
 

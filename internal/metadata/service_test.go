@@ -356,14 +356,19 @@ func TestIdempotencyKey(t *testing.T) {
 	if r.status != 422 || r.body["parameter"] != "Idempotency-Key" {
 		t.Errorf("same key, other body: %d %v", r.status, r.body)
 	}
+	// Keys are per requester: another's use of the same key is another request.
+	r = s.do("POST", "/v1/metadata/collect", `{"target_url": "http://news.example/other", "requested_by": "someone-else"}`, key)
+	if r.status != 202 || r.body["task_id"] == id {
+		t.Errorf("another requester, same key: %d %v", r.status, r.body)
+	}
 	// Without a key, or with another, a new task.
 	if other := s.submit("http://news.example/once", "", map[string]string{"Idempotency-Key": "order-43"}); other.body["task_id"] == id {
 		t.Error("another key answered the same task")
 	}
 	time.Sleep(200 * time.Millisecond) // let the other task run
 	s.stop()
-	if n := hits.Load(); n != 2 {
-		t.Errorf("%d fetches for two distinct tasks", n)
+	if n := hits.Load(); n != 3 {
+		t.Errorf("%d fetches for three distinct tasks", n)
 	}
 }
 

@@ -101,18 +101,37 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("metadata worker: %w", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	stop := make(chan struct{})
+	var commits sync.WaitGroup
 	for p := range n {
-		g.Go(func() error { return w.consume(gctx, p) })
+		tr := &tracker{}
+		ready := make(chan struct{})
+		commits.Go(func() {
+			<-ready
+			w.commitLoop(p, tr, stop)
+		})
+		g.Go(func() error { return w.consume(gctx, p, tr, ready) })
 	}
 	err = g.Wait()
+	// No task is submitted any more: let those in progress end (they stop
+	// with ctx), then commit what finished.
 	w.sched.wait()
+	close(stop)
+	commits.Wait()
 	return err
 }
 
 // consume reads one partition in order and hands its tasks to the scheduler;
-// its position advances past a task only once the task and every task before
-// it are finished.
-func (w *Worker) consume(ctx context.Context, part int32) error {
+// the partition's position (tr) advances past a task only once the task and
+// every task before it are finished. It sets tr's starting position, then
+// closes ready (also when it fails before).
+func (w *Worker) consume(ctx context.Context, part int32, tr *tracker, ready chan struct{}) error {
+	readied := false
+	defer func() {
+		if !readied {
+			close(ready)
+		}
+	}()
 	next, err := w.log.CommittedOffset(ctx, w.cfg.Group, taskstore.TopicTasks, part)
 	if err != nil {
 		return fmt.Errorf("metadata worker: partition %d: %w", part, err)
@@ -122,16 +141,9 @@ func (w *Worker) consume(ctx context.Context, part int32) error {
 			return fmt.Errorf("metadata worker: partition %d: %w", part, err)
 		}
 	}
-	tr := &tracker{next: next, committed: next}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { w.commitLoop(part, tr, stop) })
-	defer func() {
-		// Let tasks in progress end (they stop with ctx), then commit what finished.
-		w.sched.wait()
-		close(stop)
-		wg.Wait()
-	}()
+	tr.next, tr.committed = next, next
+	close(ready)
+	readied = true
 	for {
 		recs, err := w.log.Fetch(ctx, taskstore.TopicTasks, part, tr.fetchFrom(), 64)
 		switch {
