@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -399,7 +400,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	rt := rh.rt
 	start := time.Now()
 	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := g.tracer.Start(ctx, rt.PathPattern, trace.WithSpanKind(trace.SpanKindServer),
+	name := rt.PathPattern
+	if !strings.Contains(strings.SplitN(name, "/", 2)[0], " ") { // a pattern without a method
+		name = r.Method + " " + name
+	}
+	ctx, span := g.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", rt.PathPattern),
 			attribute.String("pedal.route_id", rt.ID)))
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/pedal-project/pedal/internal/breaker"
 	"github.com/pedal-project/pedal/internal/gateway/routedb"
@@ -72,6 +73,7 @@ func (a *fakeAuth) Revoke(ctx context.Context, tok string) (principal.Principal,
 
 type fixture struct {
 	t     *testing.T
+	spans *tracetest.SpanRecorder
 	store *routedb.Store
 	gw    *Gateway
 	srv   *httptest.Server
@@ -109,7 +111,8 @@ func newFixture(t *testing.T, cfg Config, inproc map[string]http.Handler, routes
 	}
 	reg := prometheus.NewRegistry()
 	f := &fixture{t: t, store: store, reg: reg}
-	tp := sdktrace.NewTracerProvider()
+	f.spans = tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(f.spans))
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
 	gw, err := New(t.Context(), cfg, store, inproc, &fakeAuth{}, ratelimit.NewLocal(ratelimit.Config{}), nil, reg, tp)
 	if err != nil {
@@ -383,12 +386,31 @@ func TestBreakerFallbackAndRetries(t *testing.T) {
 	if a.status != 200 || a.body["subject"] != "alice" || a.body["traceparent"] != true {
 		t.Fatalf("through the gateway: %d %v", a.status, a.body)
 	}
+	// A server span named after the route, and a client span per attempt.
+	var names []string
+	for _, sp := range f.spans.Ended() {
+		names = append(names, sp.SpanKind().String()+" "+sp.Name())
+	}
+	if fmt.Sprint(names) != "[client GET server GET /up/]" {
+		t.Errorf("spans %v", names)
+	}
 	// A 503 on an idempotent request is retried; a POST is not.
 	if a := f.do("GET", "/up/flaky", "user:alice", ""); a.status != 200 {
 		t.Errorf("GET after one 503: %d", a.status)
 	}
 	if n := testutil.ToFloat64(f.gw.m.retries.WithLabelValues("up")); n != 1 {
 		t.Errorf("retries %v, want 1", n)
+	}
+	resends := 0
+	for _, sp := range f.spans.Ended() {
+		for _, kv := range sp.Attributes() {
+			if kv.Key == "http.request.resend_count" && kv.Value.AsInt64() == 1 {
+				resends++
+			}
+		}
+	}
+	if resends != 1 {
+		t.Errorf("%d client spans with http.request.resend_count 1, want 1", resends)
 	}
 	firstFails.Store(0)
 	if a := f.do("POST", "/up/flaky", "user:alice", "{}"); a.status != 503 {
