@@ -97,8 +97,13 @@ func (a authenticator) Token(r *http.Request) (string, error) { return jwtauth.B
 
 func (a authenticator) Authenticate(ctx context.Context, tok string) (principal.Principal, error) {
 	c, err := a.v.Verify(ctx, tok)
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, jwtauth.ErrMissingToken), errors.Is(err, jwtauth.ErrInvalidToken),
+		errors.Is(err, jwtauth.ErrExpired), errors.Is(err, jwtauth.ErrRevoked):
 		return principal.Principal{}, err
+	default: // not the token's fault: e.g. the revocation store is unreachable
+		return principal.Principal{}, fmt.Errorf("%w: %v", gateway.ErrAuthUnavailable, err)
 	}
 	return principal.Principal{Subject: c.Subject, Role: string(c.Role)}, nil
 }

@@ -61,6 +61,11 @@ const (
 	ClusterAuth  = "auth"  // RevokeHandler
 )
 
+// ErrAuthUnavailable marks an Authenticator failure that is not the token's
+// fault (a revocation store that cannot be reached): the gateway answers 503
+// without details instead of 401.
+var ErrAuthUnavailable = errors.New("gateway: authentication unavailable")
+
 // Authenticator verifies bearer tokens.
 type Authenticator interface {
 	// Authenticate returns the caller a token names, or an error saying why
@@ -170,6 +175,8 @@ type Gateway struct {
 	table   atomic.Pointer[table]
 	lastErr atomic.Pointer[string] // the last configuration refused, "" when the current one loaded
 	reload  chan struct{}
+
+	authWarned, limiterWarned atomic.Int64 // unix nanos of the last warning, to log at most one per 10 s
 
 	mu       sync.Mutex
 	clusters map[string]*cluster
@@ -328,6 +335,17 @@ func (g *Gateway) clusterFor(cfg routedb.Cluster) (*cluster, error) {
 	return c, nil
 }
 
+// warnEvery logs msg at most once per 10 s per kind: a dependency that is down
+// must not flood the log with one line per request.
+func (g *Gateway) warnEvery(last *atomic.Int64, msg string, err error) {
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	if now-prev < int64(10*time.Second) || !last.CompareAndSwap(prev, now) {
+		return
+	}
+	g.log.Warn(msg, "err", err)
+}
+
 // routeCounter returns the in-flight counter of a route, the same across tables.
 func (g *Gateway) routeCounter(id string) *atomic.Int64 {
 	g.mu.Lock()
@@ -456,7 +474,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			p, err = g.auth.Authenticate(ctx, tok)
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrAuthUnavailable):
+			g.warnEvery(&g.authWarned, "authentication unavailable; answering 503", err)
+			reject(http.StatusServiceUnavailable, "auth_unavailable", "authentication is unavailable; retry later", time.Second)
+			return
+		case err != nil:
 			reject(http.StatusUnauthorized, reasonUnauthorized, "authentication required: "+err.Error(), 0)
 			return
 		}
@@ -478,7 +501,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		res, err := g.limiter.Allow(ctx, ratelimit.Key(rt.ID, subj, clientAddr(r)), lim)
 		switch {
 		case err != nil:
-			g.log.WarnContext(ctx, "rate limiter unavailable; letting the request through", "err", err)
+			g.warnEvery(&g.limiterWarned, "rate limiter unavailable; letting requests through", err)
 		case !res.Allowed:
 			ratelimit.SetHeaders(sw.Header(), rt.ID, res)
 			sw.Header().Del("Retry-After") // reject sets it

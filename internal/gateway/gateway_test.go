@@ -51,6 +51,9 @@ func (a *fakeAuth) Authenticate(_ context.Context, tok string) (principal.Princi
 		return principal.Principal{}, errors.New("token revoked")
 	}
 	role, sub, ok := strings.Cut(tok, ":")
+	if role == "down" {
+		return principal.Principal{}, fmt.Errorf("%w: revocations: dial tcp 10.9.8.7:6379: connection refused", ErrAuthUnavailable)
+	}
 	if !ok || (role != principal.RoleUser && role != principal.RoleAdmin) {
 		return principal.Principal{}, errors.New("invalid token")
 	}
@@ -209,6 +212,11 @@ func TestRoutingAndAuth(t *testing.T) {
 		if a.status != 401 || a.body["reason"] != "unauthorized" || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Bearer") {
 			t.Errorf("token %q: %d %v %v", tok, a.status, a.body, a.header)
 		}
+	}
+	// An authenticator that cannot decide is a 503 that says nothing of why.
+	if a := f.do("GET", "/v1/ads/top", "down:x", ""); a.status != 503 || a.header.Get("Retry-After") == "" ||
+		strings.Contains(fmt.Sprint(a.body), "10.9.8.7") {
+		t.Errorf("authenticator unavailable: %d %v", a.status, a.body)
 	}
 	if a := f.do("GET", "/v1/admin/routes", "user:alice", ""); a.status != 403 || a.body["reason"] != "forbidden" {
 		t.Errorf("admin route as a user: %d %v", a.status, a.body)
