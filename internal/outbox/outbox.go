@@ -13,8 +13,10 @@
 //     reaches MaxAttempts becomes FAILED and is no longer retried.
 //
 // The table itself belongs to its owner's migrations (metadata/taskstore);
-// this package only reads and updates it. Enqueue is safe for concurrent use
-// with any transaction; run one Relay per table.
+// this package only reads and updates it. Enqueue (SQLite) and EnqueuePostgres
+// are safe for concurrent use with any transaction. On SQLite run one Relay per
+// table; on PostgreSQL (Relay.Dialect = Postgres) any number of relays, in any
+// processes, may share a table without breaking the per-aggregate order.
 package outbox
 
 import (
@@ -61,6 +63,23 @@ func NewEventID() string { return "evt_" + ulid.Make().String() }
 // with the caller's other writes. An empty EventID gets NewEventID, a zero
 // CreatedAt the current time; m is returned as stored.
 func Enqueue(ctx context.Context, tx Execer, m Message) (Message, error) {
+	m, err := prepare(m)
+	if err != nil {
+		return m, err
+	}
+	ts := m.CreatedAt.Format(TimeFormat)
+	_, err = tx.ExecContext(ctx, `INSERT INTO transactional_outbox
+		(event_id, aggregate_type, aggregate_id, event_type, payload, status, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?)`,
+		m.EventID, m.AggregateType, m.AggregateID, m.EventType, string(m.Payload), ts, ts)
+	if err != nil {
+		return m, fmt.Errorf("outbox: enqueue %s: %w", m.EventType, err)
+	}
+	return m, nil
+}
+
+// prepare validates m and fills in EventID and CreatedAt.
+func prepare(m Message) (Message, error) {
 	if m.AggregateType == "" || m.AggregateID == "" || m.EventType == "" {
 		return m, errors.New("outbox: enqueue: aggregate type, aggregate id and event type are required")
 	}
@@ -74,13 +93,5 @@ func Enqueue(ctx context.Context, tx Execer, m Message) (Message, error) {
 		m.CreatedAt = time.Now()
 	}
 	m.CreatedAt = m.CreatedAt.UTC().Truncate(time.Millisecond)
-	ts := m.CreatedAt.Format(TimeFormat)
-	_, err := tx.ExecContext(ctx, `INSERT INTO transactional_outbox
-		(event_id, aggregate_type, aggregate_id, event_type, payload, status, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?)`,
-		m.EventID, m.AggregateType, m.AggregateID, m.EventType, string(m.Payload), ts, ts)
-	if err != nil {
-		return m, fmt.Errorf("outbox: enqueue %s: %w", m.EventType, err)
-	}
 	return m, nil
 }

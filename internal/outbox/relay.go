@@ -23,6 +23,8 @@ type Publisher interface {
 type Relay struct {
 	DB        *sql.DB
 	Publisher Publisher
+	// Dialect is the database behind DB; the zero value is SQLite.
+	Dialect Dialect
 	// BatchSize is the most rows published per pass; default 100.
 	BatchSize int
 	// PollInterval is the wait after a pass that found nothing; default 200ms.
@@ -115,8 +117,15 @@ func (r *Relay) Run(ctx context.Context) error {
 // (FAILED once they reach MaxAttempts) and the publish error is returned. If
 // marking fails after a successful publish, the rows stay PENDING and will be
 // published again: a duplicate, never a loss.
+//
+// On PostgreSQL the batch is read with FOR UPDATE SKIP LOCKED and published and
+// marked in one transaction, so relays in several processes may run at once;
+// a batch holds at most one row per aggregate (its oldest PENDING row).
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	r.defaults()
+	if r.Dialect == Postgres {
+		return r.runOncePostgres(ctx)
+	}
 	msgs, err := r.pending(ctx)
 	if err != nil {
 		return 0, err
@@ -234,8 +243,12 @@ func (r *Relay) Purge(ctx context.Context) (int64, error) {
 	if r.Retention <= 0 {
 		return 0, nil
 	}
-	cutoff := r.Now().Add(-r.Retention).UTC().Format(TimeFormat)
-	res, err := r.DB.ExecContext(ctx, `DELETE FROM transactional_outbox WHERE status = 'PROCESSED' AND updated_at < ?`, cutoff)
+	var cutoff any = r.Now().Add(-r.Retention).UTC().Format(TimeFormat)
+	query := `DELETE FROM transactional_outbox WHERE status = 'PROCESSED' AND updated_at < ?`
+	if r.Dialect == Postgres {
+		cutoff, query = r.Now().Add(-r.Retention), strings.Replace(query, "?", "$1", 1)
+	}
+	res, err := r.DB.ExecContext(ctx, query, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: purge processed rows: %w", err)
 	}

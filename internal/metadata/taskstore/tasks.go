@@ -1,6 +1,7 @@
 package taskstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -83,9 +84,56 @@ type Outcome struct {
 // NewTaskID returns "tsk_" and a ULID: unique and sortable by creation time.
 func NewTaskID() string { return "tsk_" + ulid.Make().String() }
 
-func (s *Store) stamp() (time.Time, string) {
+// stamp returns the current time and how it is passed to the database:
+// RFC 3339 text on SQLite, a time.Time for PostgreSQL's TIMESTAMPTZ.
+func (s *Store) stamp() (time.Time, any) {
 	t := s.now().UTC().Truncate(time.Millisecond)
+	if s.pg {
+		return t, t
+	}
 	return t, t.Format(outbox.TimeFormat)
+}
+
+// q adapts a query written with "?" placeholders to the store's database.
+func (s *Store) q(query string) string {
+	if s.pg {
+		return rebind(query)
+	}
+	return query
+}
+
+func (s *Store) enqueue(ctx context.Context, tx outbox.Execer, m outbox.Message) (outbox.Message, error) {
+	if s.pg {
+		return outbox.EnqueuePostgres(ctx, tx, m)
+	}
+	return outbox.Enqueue(ctx, tx, m)
+}
+
+// dbTime scans a time stored as RFC 3339 text (SQLite) or TIMESTAMPTZ
+// (PostgreSQL), or NULL; it is always UTC.
+type dbTime struct {
+	t     time.Time
+	valid bool
+}
+
+func (d *dbTime) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*d = dbTime{}
+	case time.Time:
+		*d = dbTime{v.UTC(), true}
+	case string:
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return err
+		}
+		*d = dbTime{t.UTC(), true}
+	case []byte:
+		return d.Scan(string(v))
+	default:
+		return fmt.Errorf("time: cannot scan %T", v)
+	}
+	return nil
 }
 
 // CreateTask stores a QUEUED task and its MetadataRequested outbox event
@@ -111,32 +159,37 @@ func (s *Store) CreateTask(ctx context.Context, nt NewTask) (Task, bool, error) 
 		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
 	}
 	defer tx.Rollback()
+	if s.pg && nt.IdempotencyKey != "" {
+		// Serialise creators of one key across processes: the second waits,
+		// then (read committed) sees the first one's task. SQLite's write
+		// transactions are serialised already.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, nt.IdempotencyKey); err != nil {
+			return Task{}, false, fmt.Errorf("taskstore: create task: lock idempotency key: %w", err)
+		}
+	}
 
 	var key, hash any
 	if nt.IdempotencyKey != "" {
 		key, hash = nt.IdempotencyKey, nt.RequestHash
-		var id, oldHash, created string
-		err := tx.QueryRowContext(ctx, `SELECT task_id, request_hash, created_at FROM metadata_tasks
-			WHERE idempotency_key = ?`, nt.IdempotencyKey).Scan(&id, &oldHash, &created)
+		var id, oldHash string
+		var created dbTime
+		err := tx.QueryRowContext(ctx, s.q(`SELECT task_id, request_hash, created_at FROM metadata_tasks
+			WHERE idempotency_key = ?`), nt.IdempotencyKey).Scan(&id, &oldHash, &created)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
 			return Task{}, false, fmt.Errorf("taskstore: create task: look up idempotency key: %w", err)
 		default:
-			at, err := time.Parse(time.RFC3339Nano, created)
-			if err != nil {
-				return Task{}, false, fmt.Errorf("taskstore: task %s: created_at %q: %w", id, created, err)
-			}
-			if now.Sub(at) < IdempotencyWindow {
+			if now.Sub(created.t) < IdempotencyWindow {
 				if oldHash != nt.RequestHash {
 					return Task{}, false, ErrIdempotencyConflict
 				}
-				t, err := getTask(ctx, tx, id)
+				t, err := s.getTask(ctx, tx, id, false)
 				return t, false, err
 			}
 			// Expired: release the key so the new task can take it.
-			if _, err := tx.ExecContext(ctx, `UPDATE metadata_tasks SET idempotency_key = NULL, request_hash = NULL
-				WHERE task_id = ?`, id); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE metadata_tasks SET idempotency_key = NULL, request_hash = NULL
+				WHERE task_id = ?`), id); err != nil {
 				return Task{}, false, fmt.Errorf("taskstore: create task: release expired key: %w", err)
 			}
 		}
@@ -144,9 +197,9 @@ func (s *Store) CreateTask(ctx context.Context, nt NewTask) (Task, bool, error) 
 
 	t := Task{ID: NewTaskID(), Status: Queued, TargetURL: nt.TargetURL, RequestedBy: nt.RequestedBy,
 		Options: nt.Options, CreatedAt: now, UpdatedAt: now}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO metadata_tasks
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO metadata_tasks
 		(task_id, status, attempts, target_url, requested_by, options, idempotency_key, request_hash, created_at, updated_at)
-		VALUES (?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?)`),
 		t.ID, t.TargetURL, t.RequestedBy, string(t.Options), key, hash, ts, ts); err != nil {
 		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
 	}
@@ -155,7 +208,7 @@ func (s *Store) CreateTask(ctx context.Context, nt NewTask) (Task, bool, error) 
 	if err != nil {
 		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
 	}
-	if _, err := outbox.Enqueue(ctx, tx, outbox.Message{AggregateType: AggregateType, AggregateID: t.ID,
+	if _, err := s.enqueue(ctx, tx, outbox.Message{AggregateType: AggregateType, AggregateID: t.ID,
 		EventType: EventTaskRequested, Payload: payload, CreatedAt: now}); err != nil {
 		return Task{}, false, fmt.Errorf("taskstore: create task: %w", err)
 	}
@@ -195,25 +248,32 @@ type TaskError struct {
 
 // GetTask returns the task with id, or ErrNotFound.
 func (s *Store) GetTask(ctx context.Context, id string) (Task, error) {
-	return getTask(ctx, s.db, id)
+	return s.getTask(ctx, s.db, id, false)
 }
 
 type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func getTask(ctx context.Context, q queryer, id string) (Task, error) {
+// getTask reads a task; with lock (PostgreSQL, in a transaction) it locks the
+// row until the transaction ends, so concurrent StartAttempt and Finish calls
+// on one task take turns.
+func (s *Store) getTask(ctx context.Context, q queryer, id string, lock bool) (Task, error) {
 	var (
 		t                                 Task
 		status                            string
 		options                           string
 		finalURL, result, errCode, errMsg sql.NullString
-		created, updated                  string
-		started, finished                 sql.NullString
+		created, updated                  dbTime
+		started, finished                 dbTime
 	)
-	err := q.QueryRowContext(ctx, `SELECT task_id, status, attempts, target_url, final_url, requested_by, options,
+	query := `SELECT task_id, status, attempts, target_url, final_url, requested_by, options,
 		result, error_code, error_message, created_at, updated_at, started_at, finished_at
-		FROM metadata_tasks WHERE task_id = ?`, id).Scan(&t.ID, &status, &t.Attempts, &t.TargetURL, &finalURL,
+		FROM metadata_tasks WHERE task_id = ?`
+	if lock && s.pg {
+		query += ` FOR UPDATE`
+	}
+	err := q.QueryRowContext(ctx, s.q(query), id).Scan(&t.ID, &status, &t.Attempts, &t.TargetURL, &finalURL,
 		&t.RequestedBy, &options, &result, &errCode, &errMsg, &created, &updated, &started, &finished)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Task{}, ErrNotFound
@@ -221,28 +281,27 @@ func getTask(ctx context.Context, q queryer, id string) (Task, error) {
 	if err != nil {
 		return Task{}, fmt.Errorf("taskstore: get task %s: %w", id, err)
 	}
-	t.Status, t.Options = Status(status), json.RawMessage(options)
+	t.Status, t.Options = Status(status), s.json(options)
 	t.FinalURL, t.ErrorCode, t.ErrorMessage = finalURL.String, errCode.String, errMsg.String
 	if result.Valid {
-		t.Result = json.RawMessage(result.String)
+		t.Result = s.json(result.String)
 	}
-	for _, f := range []struct {
-		dst *time.Time
-		src sql.NullString
-	}{
-		{&t.CreatedAt, sql.NullString{String: created, Valid: true}},
-		{&t.UpdatedAt, sql.NullString{String: updated, Valid: true}},
-		{&t.StartedAt, started},
-		{&t.FinishedAt, finished},
-	} {
-		if !f.src.Valid {
-			continue
-		}
-		if *f.dst, err = time.Parse(time.RFC3339Nano, f.src.String); err != nil {
-			return Task{}, fmt.Errorf("taskstore: task %s: time %q: %w", id, f.src.String, err)
-		}
-	}
+	t.CreatedAt, t.UpdatedAt, t.StartedAt, t.FinishedAt = created.t, updated.t, started.t, finished.t
 	return t, nil
+}
+
+// json returns a stored JSON value. JSONB (PostgreSQL) prints with spaces
+// after ':' and ','; it is compacted so both databases give the same bytes
+// for a compact input.
+func (s *Store) json(v string) json.RawMessage {
+	if !s.pg {
+		return json.RawMessage(v)
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, []byte(v)) != nil {
+		return json.RawMessage(v)
+	}
+	return b.Bytes()
 }
 
 // StartAttempt marks a QUEUED or RUNNING task RUNNING, counts the attempt and
@@ -255,18 +314,18 @@ func (s *Store) StartAttempt(ctx context.Context, id string) (Task, error) {
 		return Task{}, fmt.Errorf("taskstore: start attempt: %w", err)
 	}
 	defer tx.Rollback()
-	t, err := getTask(ctx, tx, id)
+	t, err := s.getTask(ctx, tx, id, true)
 	if err != nil {
 		return Task{}, err
 	}
 	if t.Status == Succeeded || t.Status == Failed {
 		return t, ErrFinished
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE metadata_tasks SET status = 'RUNNING', attempts = attempts + 1,
-		started_at = coalesce(started_at, ?), updated_at = ? WHERE task_id = ?`, ts, ts, id); err != nil {
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE metadata_tasks SET status = 'RUNNING', attempts = attempts + 1,
+		started_at = coalesce(started_at, ?), updated_at = ? WHERE task_id = ?`), ts, ts, id); err != nil {
 		return Task{}, fmt.Errorf("taskstore: start attempt %s: %w", id, err)
 	}
-	if t, err = getTask(ctx, tx, id); err != nil {
+	if t, err = s.getTask(ctx, tx, id, false); err != nil {
 		return Task{}, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -298,19 +357,19 @@ func (s *Store) Finish(ctx context.Context, id string, o Outcome) (Task, error) 
 		return Task{}, fmt.Errorf("taskstore: finish: %w", err)
 	}
 	defer tx.Rollback()
-	t, err := getTask(ctx, tx, id)
+	t, err := s.getTask(ctx, tx, id, true)
 	if err != nil {
 		return Task{}, err
 	}
 	if t.Status == Succeeded || t.Status == Failed {
 		return t, ErrFinished
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE metadata_tasks SET status = ?, final_url = coalesce(?, final_url),
-		result = ?, error_code = ?, error_message = ?, finished_at = ?, updated_at = ? WHERE task_id = ?`,
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE metadata_tasks SET status = ?, final_url = coalesce(?, final_url),
+		result = ?, error_code = ?, error_message = ?, finished_at = ?, updated_at = ? WHERE task_id = ?`),
 		string(status), finalURL, result, errCode, errMsg, ts, ts, id); err != nil {
 		return Task{}, fmt.Errorf("taskstore: finish %s: %w", id, err)
 	}
-	if t, err = getTask(ctx, tx, id); err != nil {
+	if t, err = s.getTask(ctx, tx, id, false); err != nil {
 		return Task{}, err
 	}
 	ev := CompletedEvent{TaskID: t.ID, Status: t.Status, Attempts: t.Attempts, TargetURL: t.TargetURL,
@@ -322,7 +381,7 @@ func (s *Store) Finish(ctx context.Context, id string, o Outcome) (Task, error) 
 	if err != nil {
 		return Task{}, fmt.Errorf("taskstore: finish %s: %w", id, err)
 	}
-	if _, err := outbox.Enqueue(ctx, tx, outbox.Message{AggregateType: AggregateType, AggregateID: t.ID,
+	if _, err := s.enqueue(ctx, tx, outbox.Message{AggregateType: AggregateType, AggregateID: t.ID,
 		EventType: EventTaskCompleted, Payload: payload, CreatedAt: now}); err != nil {
 		return Task{}, fmt.Errorf("taskstore: finish %s: %w", id, err)
 	}
@@ -336,7 +395,8 @@ func (s *Store) Finish(ctx context.Context, id string, o Outcome) (Task, error) 
 // estimates.
 func (s *Store) QueueDepth(ctx context.Context) (queued, running int, err error) {
 	err = s.db.QueryRowContext(ctx, `SELECT
-		coalesce(sum(status = 'QUEUED'), 0), coalesce(sum(status = 'RUNNING'), 0)
+		coalesce(sum(CASE WHEN status = 'QUEUED' THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN status = 'RUNNING' THEN 1 ELSE 0 END), 0)
 		FROM metadata_tasks WHERE status IN ('QUEUED', 'RUNNING')`).Scan(&queued, &running)
 	if err != nil {
 		return 0, 0, fmt.Errorf("taskstore: queue depth: %w", err)

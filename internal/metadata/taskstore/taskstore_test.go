@@ -1,6 +1,7 @@
 package taskstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,30 +12,96 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pedal-project/pedal/internal/pgtest"
 )
 
-func openStore(t *testing.T) (*Store, string) {
+func TestMain(m *testing.M) {
+	m.Run()
+	pgtest.Stop()
+}
+
+// backend is one database the store runs on; every test below that is not
+// about SQLite's own schema runs on each.
+type backend struct {
+	name string
+	// place returns where a new, empty database lives (a file or a DSN).
+	place func(t *testing.T) string
+	open  func(ctx context.Context, where string) (*Store, error)
+	// failOutboxInsert makes every later outbox insert fail.
+	failOutboxInsert []string
+}
+
+var backends = []backend{
+	{
+		name:  "sqlite",
+		place: func(t *testing.T) string { return filepath.Join(t.TempDir(), "tasks.db") },
+		open:  Open,
+		failOutboxInsert: []string{`CREATE TRIGGER fail_outbox BEFORE INSERT ON transactional_outbox
+			BEGIN SELECT RAISE(ABORT, 'injected failure'); END`},
+	},
+	{
+		name:  "postgres",
+		place: func(t *testing.T) string { return pgtest.DSN(t) },
+		open:  OpenPostgres,
+		failOutboxInsert: []string{
+			`CREATE FUNCTION fail_outbox() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$`,
+			`CREATE TRIGGER fail_outbox BEFORE INSERT ON transactional_outbox FOR EACH ROW EXECUTE FUNCTION fail_outbox()`,
+		},
+	},
+}
+
+func forEachBackend(t *testing.T, test func(t *testing.T, b backend)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { test(t, b) })
+	}
+}
+
+func (b backend) openStore(t *testing.T) (*Store, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "tasks.db")
-	s, err := Open(t.Context(), path)
+	where := b.place(t)
+	s, err := b.open(t.Context(), where)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, path
+	return s, where
+}
+
+func (b backend) failOutbox(t *testing.T, s *Store) {
+	t.Helper()
+	for _, q := range b.failOutboxInsert {
+		if _, err := s.db.ExecContext(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// compact removes JSONB's spaces from a payload read back as text.
+func compact(t *testing.T, s string) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, []byte(s)); err != nil {
+		t.Fatalf("payload %q: %v", s, err)
+	}
+	return b.String()
 }
 
 func count(t *testing.T, s *Store, query string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := s.db.QueryRowContext(t.Context(), query, args...).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(t.Context(), s.q(query), args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return n
 }
 
 func TestMigrationsIdempotentOnReopen(t *testing.T) {
-	s, path := openStore(t)
+	forEachBackend(t, testMigrationsIdempotentOnReopen)
+}
+
+func testMigrationsIdempotentOnReopen(t *testing.T, b backend) {
+	s, path := b.openStore(t)
 	if _, _, err := s.CreateTask(t.Context(), NewTask{TargetURL: "https://example.com/", RequestedBy: "a"}); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +111,7 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 	}
 	s.Close()
 	for range 2 {
-		s2, err := Open(t.Context(), path)
+		s2, err := b.open(t.Context(), path)
 		if err != nil {
 			t.Fatalf("reopen: %v", err)
 		}
@@ -59,7 +126,7 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 }
 
 func TestSchema(t *testing.T) {
-	s, _ := openStore(t)
+	s, _ := backends[0].openStore(t)
 	var sqlText string
 	if err := s.db.QueryRowContext(t.Context(), `SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'idx_outbox_schedule'
 		AND tbl_name = 'transactional_outbox'`).Scan(&sqlText); err != nil {
@@ -115,7 +182,11 @@ func TestSchema(t *testing.T) {
 }
 
 func TestCreateTaskWritesTaskAndOutboxTogether(t *testing.T) {
-	s, _ := openStore(t)
+	forEachBackend(t, testCreateTaskWritesTaskAndOutboxTogether)
+}
+
+func testCreateTaskWritesTaskAndOutboxTogether(t *testing.T, b backend) {
+	s, _ := b.openStore(t)
 	ctx := t.Context()
 	task, created, err := s.CreateTask(ctx, NewTask{TargetURL: "https://example.com/a", RequestedBy: "svc",
 		Options: json.RawMessage(`{"include_images":true,"max_depth_bytes":1048576}`)})
@@ -126,10 +197,11 @@ func TestCreateTaskWritesTaskAndOutboxTogether(t *testing.T) {
 		t.Errorf("task = %+v", task)
 	}
 	var aggType, eventType, payload, status string
-	if err := s.db.QueryRowContext(ctx, `SELECT aggregate_type, event_type, payload, status FROM transactional_outbox
-		WHERE aggregate_id = ?`, task.ID).Scan(&aggType, &eventType, &payload, &status); err != nil {
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT aggregate_type, event_type, payload, status FROM transactional_outbox
+		WHERE aggregate_id = ?`), task.ID).Scan(&aggType, &eventType, &payload, &status); err != nil {
 		t.Fatalf("outbox row: %v", err)
 	}
+	payload = compact(t, payload)
 	if aggType != AggregateType || eventType != EventTaskRequested || status != "PENDING" ||
 		!strings.Contains(payload, `"task_id":"`+task.ID+`"`) || !strings.Contains(payload, `"include_images":true`) {
 		t.Errorf("outbox row: %s %s %s %s", aggType, eventType, status, payload)
@@ -137,10 +209,7 @@ func TestCreateTaskWritesTaskAndOutboxTogether(t *testing.T) {
 
 	// Inject a failure after the task insert: the outbox insert aborts, and the
 	// task row must roll back with it.
-	if _, err := s.db.ExecContext(ctx, `CREATE TRIGGER fail_outbox BEFORE INSERT ON transactional_outbox
-		BEGIN SELECT RAISE(ABORT, 'injected failure'); END`); err != nil {
-		t.Fatal(err)
-	}
+	b.failOutbox(t, s)
 	if _, _, err := s.CreateTask(ctx, NewTask{TargetURL: "https://example.com/b", RequestedBy: "svc"}); err == nil {
 		t.Fatal("CreateTask succeeded despite the failing outbox insert")
 	}
@@ -152,8 +221,10 @@ func TestCreateTaskWritesTaskAndOutboxTogether(t *testing.T) {
 	}
 }
 
-func TestIdempotency(t *testing.T) {
-	s, _ := openStore(t)
+func TestIdempotency(t *testing.T) { forEachBackend(t, testIdempotency) }
+
+func testIdempotency(t *testing.T, b backend) {
+	s, _ := b.openStore(t)
 	ctx := t.Context()
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	s.now = func() time.Time { return now }
@@ -184,19 +255,21 @@ func TestIdempotency(t *testing.T) {
 	}
 }
 
-func TestLifecycle(t *testing.T) {
-	s, _ := openStore(t)
+func TestLifecycle(t *testing.T) { forEachBackend(t, testLifecycle) }
+
+func testLifecycle(t *testing.T, b backend) {
+	s, _ := b.openStore(t)
 	ctx := t.Context()
 	a, _, err := s.CreateTask(ctx, NewTask{TargetURL: "https://example.com/a", RequestedBy: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := s.CreateTask(ctx, NewTask{TargetURL: "https://example.com/b", RequestedBy: "svc"})
+	tb, _, err := s.CreateTask(ctx, NewTask{TargetURL: "https://example.com/b", RequestedBy: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.ID >= b.ID {
-		t.Errorf("task ids not sortable by creation: %s then %s", a.ID, b.ID)
+	if a.ID >= tb.ID {
+		t.Errorf("task ids not sortable by creation: %s then %s", a.ID, tb.ID)
 	}
 	if q, r, err := s.QueueDepth(ctx); q != 2 || r != 0 || err != nil {
 		t.Errorf("QueueDepth = %d, %d, %v; want 2, 0", q, r, err)
@@ -228,18 +301,19 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("after redelivery: %+v", got)
 	}
 
-	if _, err := s.StartAttempt(ctx, b.ID); err != nil {
+	if _, err := s.StartAttempt(ctx, tb.ID); err != nil {
 		t.Fatal(err)
 	}
-	failed, err := s.Finish(ctx, b.ID, Outcome{ErrorCode: "blocked_destination", ErrorMessage: "10.0.0.1 is private"})
+	failed, err := s.Finish(ctx, tb.ID, Outcome{ErrorCode: "blocked_destination", ErrorMessage: "10.0.0.1 is private"})
 	if err != nil || failed.Status != Failed || failed.ErrorCode != "blocked_destination" || failed.Result != nil {
 		t.Errorf("Finish(error) = %+v, %v", failed, err)
 	}
 	var payload string
-	if err := s.db.QueryRowContext(ctx, `SELECT payload FROM transactional_outbox WHERE aggregate_id = ? AND event_type = ?`,
-		b.ID, EventTaskCompleted).Scan(&payload); err != nil {
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT payload FROM transactional_outbox WHERE aggregate_id = ? AND event_type = ?`),
+		tb.ID, EventTaskCompleted).Scan(&payload); err != nil {
 		t.Fatalf("completed event: %v", err)
 	}
+	payload = compact(t, payload)
 	if !strings.Contains(payload, `"code":"blocked_destination"`) || !strings.Contains(payload, `"status":"FAILED"`) {
 		t.Errorf("completed payload = %s", payload)
 	}
@@ -249,16 +323,17 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestFinishRollsBackWithoutItsEvent(t *testing.T) {
-	s, _ := openStore(t)
+	forEachBackend(t, testFinishRollsBackWithoutItsEvent)
+}
+
+func testFinishRollsBackWithoutItsEvent(t *testing.T, b backend) {
+	s, _ := b.openStore(t)
 	ctx := context.Background()
 	task, _, err := s.CreateTask(ctx, NewTask{TargetURL: "https://example.com/", RequestedBy: "svc"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TRIGGER fail_outbox BEFORE INSERT ON transactional_outbox
-		BEGIN SELECT RAISE(ABORT, 'injected failure'); END`); err != nil {
-		t.Fatal(err)
-	}
+	b.failOutbox(t, s)
 	if _, err := s.Finish(ctx, task.ID, Outcome{Result: json.RawMessage(`{}`)}); err == nil {
 		t.Fatal("Finish succeeded despite the failing outbox insert")
 	}
@@ -268,7 +343,11 @@ func TestFinishRollsBackWithoutItsEvent(t *testing.T) {
 }
 
 func TestConcurrentSameIdempotencyKeyCreatesOneTask(t *testing.T) {
-	s, _ := openStore(t)
+	forEachBackend(t, testConcurrentSameIdempotencyKeyCreatesOneTask)
+}
+
+func testConcurrentSameIdempotencyKeyCreatesOneTask(t *testing.T, b backend) {
+	s, _ := b.openStore(t)
 	const n = 8
 	ids := make(chan string, n)
 	var wg sync.WaitGroup

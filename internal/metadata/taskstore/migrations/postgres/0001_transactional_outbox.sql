@@ -1,5 +1,5 @@
--- The seed's transactional_outbox, verbatim, for the PostgreSQL backend (a later
--- issue). Not executed by taskstore, which runs ../0001_transactional_outbox.sql on SQLite.
+-- The seed's transactional_outbox, verbatim, for the PostgreSQL backend, applied
+-- by taskstore.OpenPostgres; SQLite runs ../0001_transactional_outbox.sql.
 CREATE TABLE transactional_outbox (
     event_id VARCHAR(64) PRIMARY KEY,
     aggregate_type VARCHAR(128) NOT NULL,

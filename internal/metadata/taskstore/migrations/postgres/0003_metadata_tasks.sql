@@ -1,5 +1,4 @@
--- Mirror of ../0003_metadata_tasks.sql for the PostgreSQL backend (a later
--- issue). Not executed by taskstore.
+-- Mirror of ../0003_metadata_tasks.sql, applied by taskstore.OpenPostgres.
 CREATE TABLE metadata_tasks (
     task_id VARCHAR(64) PRIMARY KEY,
     status VARCHAR(20) NOT NULL DEFAULT 'QUEUED' CHECK (status IN ('QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED')),
