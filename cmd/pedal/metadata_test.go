@@ -213,7 +213,9 @@ func TestMetadataTasksSurviveKills(t *testing.T) {
 		mu.Lock()
 		running = cmd
 		mu.Unlock()
-		return childAddr(t, stdout)
+		// The relay's first pass is behind us when it says so: a task
+		// accepted from then on waits for its next pass.
+		return childAddr(t, stdout, "outbox relay started")
 	}
 	kill := func() {
 		t.Helper()

@@ -372,15 +372,29 @@ func postBatch(client *http.Client, url, prefix string, n int) (bool, error) {
 	return resp.StatusCode == http.StatusAccepted, nil
 }
 
-// scanner reads a child's stdout for its listening address.
-func childAddr(t *testing.T, r io.Reader) string {
+// childAddr reads a child's stdout for its listening address, and for the
+// log messages also named in wait.
+func childAddr(t *testing.T, r io.Reader, wait ...string) string {
 	t.Helper()
 	sc := bufio.NewScanner(r)
+	addr := ""
+	missing := map[string]bool{}
+	for _, w := range wait {
+		missing[w] = true
+	}
 	for sc.Scan() {
 		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "pedal serving" {
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			continue
+		}
+		msg, _ := m["msg"].(string)
+		delete(missing, msg)
+		if msg == "pedal serving" {
+			addr = "http://" + m["http_addr"].(string)
+		}
+		if addr != "" && len(missing) == 0 {
 			go io.Copy(io.Discard, r) // keep the pipe drained
-			return "http://" + m["http_addr"].(string)
+			return addr
 		}
 	}
 	t.Fatalf("child exited without serving: %v", sc.Err())

@@ -78,6 +78,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.defaults()
 	failures := 0
 	lastPurge := time.Time{}
+	first := true
 	for {
 		if r.Retention > 0 && time.Since(lastPurge) >= time.Minute {
 			lastPurge = time.Now()
@@ -86,6 +87,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 		n, err := r.RunOnce(ctx)
+		if first {
+			first = false
+			r.Logger.InfoContext(ctx, "outbox relay started", "first_pass_rows", n, "err", err, "poll_interval", r.PollInterval)
+		}
 		wait := time.Duration(0)
 		switch {
 		case ctx.Err() != nil:
