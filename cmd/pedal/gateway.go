@@ -117,12 +117,12 @@ func (a authenticator) Revoke(ctx context.Context, tok string) (principal.Princi
 }
 
 // newVerifier builds the token verifier of cfg.
-func newVerifier(ctx context.Context, cfg serveConfig) (*jwtauth.Verifier, error) {
+func newVerifier(ctx context.Context, cfg serveConfig, revocations jwtauth.Revocations) (*jwtauth.Verifier, error) {
 	key, err := jwtKey(cfg.JWTSecret, cfg.DataDir, true)
 	if err != nil {
 		return nil, err
 	}
-	jc := jwtauth.Config{HMACKey: key, JWKSURL: cfg.JWKSURL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
+	jc := jwtauth.Config{HMACKey: key, JWKSURL: cfg.JWKSURL, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Revocations: revocations}
 	if cfg.JWKSURL != "" {
 		// The identity provider is the operator's: reachable wherever it is.
 		jc.JWKSHTTP = safehttp.Config{AllowCIDRs: cfg.JWKSAllowCIDRs, AllowedPorts: cfg.JWKSAllowedPorts}

@@ -20,7 +20,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/pedal-project/pedal/internal/analytics/chtest"
 	"github.com/pedal-project/pedal/internal/jwtauth"
+	"github.com/pedal-project/pedal/internal/pgtest"
 )
 
 // testJWTSecret signs the tokens of every server the tests start (--jwt-secret);
@@ -46,7 +48,16 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	http.DefaultTransport = bearer{http.DefaultTransport}
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"))
+	goleak.VerifyTestMain(servers{m}, goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"))
+}
+
+// servers runs the tests, then stops the database servers they started.
+type servers struct{ m *testing.M }
+
+func (s servers) Run() int {
+	code := chtest.Main(s.m).Run()
+	pgtest.Stop()
+	return code
 }
 
 // bearer adds testToken to requests that carry no Authorization.

@@ -36,7 +36,6 @@ import (
 	"github.com/pedal-project/pedal/internal/metadata/taskstore"
 	"github.com/pedal-project/pedal/internal/observe"
 	"github.com/pedal-project/pedal/internal/outbox"
-	"github.com/pedal-project/pedal/internal/ratelimit"
 	"github.com/pedal-project/pedal/internal/safehttp"
 )
 
@@ -75,6 +74,8 @@ type serveConfig struct {
 	JWKSAllowCIDRs   []netip.Prefix
 	JWKSAllowedPorts []uint16
 	Gateway          gateway.Config
+	// Backends: empty fields mean the embedded default.
+	Backends backends
 }
 
 func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -131,6 +132,10 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	corsOrigins := f.String("cors-allowed-origins", "", "comma-separated origins allowed to call the API from browsers (e.g. https://dash.example.com; * for any); empty: no CORS")
 	corsCredentials := f.Bool("cors-allow-credentials", false, "let browsers send credentials (cookies, Authorization) cross-origin")
 	corsMaxAge := f.Duration("cors-max-age", 10*time.Minute, "how long browsers may cache a preflight answer")
+	logURL := f.String("log", "", "event log: empty for the embedded one under --data-dir, or kafka://broker1:9092,broker2:9092/?client_id=pedal&replication=3")
+	sqlURL := f.String("sql", "", "metadata tasks and their outbox: empty for SQLite under --data-dir, or postgres://user@host:5432/db")
+	analyticsURL := f.String("analytics", "", "window totals: empty for the embedded store under --data-dir, or clickhouse://host:9000/db")
+	cacheURL := f.String("cache", "", "state shared by gateways (rate limits, token revocations): empty for in-process, or redis://host:6379/0")
 	workers := f.Int("aggregate-workers", 0, "partitions aggregated at once (default half the CPUs, at least 1; the rest is left to ingestion)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
@@ -257,6 +262,10 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	}
 	cfg.MetadataWorker = metadata.WorkerConfig{Workers: *mdWorkers, PerHost: *mdPerHost}
 	cfg.Outbox = outbox.Relay{PollInterval: *outboxPoll, MaxAttempts: *outboxAttempts, Retention: *outboxRetention}
+	cfg.Backends = backends{Log: *logURL, SQL: *sqlURL, Analytics: *analyticsURL, Cache: *cacheURL}
+	if err := cfg.Backends.check(); err != nil {
+		return cfg, err
+	}
 	cfg.JWTSecret, cfg.JWTIssuer, cfg.JWTAudience, cfg.JWKSURL = *jwtSecret, *jwtIssuer, *jwtAudience, *jwksURL
 	if *jwtSecret != "" {
 		if _, err := jwtauth.ParseKey(*jwtSecret); err != nil {
@@ -326,7 +335,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	log, err := pebblelog.Open(filepath.Join(cfg.DataDir, "log"), cfg.Log, logger.With("component", "eventlog"), reg)
+	log, runLog, err := openLog(ctx, cfg, logger.With("component", "eventlog"), reg)
 	if err != nil {
 		return err
 	}
@@ -339,7 +348,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("%w (the data dir was created with another --partitions; partition counts cannot change)", err)
 	}
 
-	store, err := embedstore.Open(filepath.Join(cfg.DataDir, "analytics"), embedstore.Config{}, logger.With("component", "analytics"))
+	store, embedded, err := openAnalytics(ctx, cfg, logger.With("component", "analytics"), reg)
 	if err != nil {
 		return err
 	}
@@ -395,14 +404,20 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	} else if seeded {
 		logger.Info("stored the default routes", "routes", len(defaultRoutes()))
 	}
-	verifier, err := newVerifier(ctx, cfg)
+	shared, err := openShared(cfg, reg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer shared.close()
+	verifier, err := newVerifier(ctx, cfg, shared.revocations)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer verifier.Close()
 	gw, err := gateway.New(ctx, cfg.Gateway, routes, serviceHandlers(reg, &ready, ing, rd, q, md.api), authenticator{verifier},
-		ratelimit.NewLocal(ratelimit.Config{}), logger.With("component", "gateway"), reg, tp)
+		shared.limiter, logger.With("component", "gateway"), reg, tp)
 	if err != nil {
 		ln.Close()
 		return err
@@ -416,14 +431,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return log.Run(gctx) })
+	if runLog != nil {
+		g.Go(func() error { return runLog(gctx) })
+	}
 	g.Go(func() error { return agg.Run(gctx) })
 	g.Go(func() error { return gw.Run(gctx) })
 	g.Go(func() error { return md.relay.Run(gctx) })
 	g.Go(func() error { return md.worker.Run(gctx) })
-	if cfg.AnalyticsRetention > 0 {
+	if cfg.AnalyticsRetention > 0 && embedded != nil {
 		g.Go(func() error {
-			applyAnalyticsRetention(gctx, store, cfg.AnalyticsRetention, logger)
+			applyAnalyticsRetention(gctx, embedded, cfg.AnalyticsRetention, logger)
 			return nil
 		})
 	}
@@ -616,13 +633,13 @@ const metadataTopicPartitions = 4
 
 // openMetadata opens the task store under the data dir, creates the
 // metadata topics and builds the API, the worker and the outbox relay.
-func openMetadata(ctx context.Context, cfg serveConfig, log *pebblelog.Log, logger *slog.Logger, reg prometheus.Registerer) (*metadataService, error) {
+func openMetadata(ctx context.Context, cfg serveConfig, log eventLog, logger *slog.Logger, reg prometheus.Registerer) (*metadataService, error) {
 	for _, topic := range []string{taskstore.TopicTasks, taskstore.TopicResults} {
 		if err := log.CreateTopic(ctx, topic, metadataTopicPartitions); err != nil {
 			return nil, err
 		}
 	}
-	store, err := taskstore.Open(ctx, filepath.Join(cfg.DataDir, "metadata.db"))
+	store, err := openTasks(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -639,6 +656,9 @@ func openMetadata(ctx context.Context, cfg serveConfig, log *pebblelog.Log, logg
 	}
 	relay := cfg.Outbox
 	relay.DB, relay.Metrics, relay.Logger = store.DB(), om, logger.With("component", "outbox")
+	if cfg.Backends.SQL != "" {
+		relay.Dialect = outbox.Postgres
+	}
 	relay.Publisher = outbox.LogPublisher{Log: log, Topic: taskstore.Topic}
 	return &metadataService{
 		store:  store,

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/pedal-project/pedal/internal/analytics/chtest"
+	"github.com/pedal-project/pedal/internal/pgtest"
+	"github.com/pedal-project/pedal/internal/redistest"
+)
+
+// TestServeOnRealEngines runs pedal serve on Kafka (kfake, in process),
+// PostgreSQL, ClickHouse and Redis instead of its embedded storage: clicks are
+// counted through Kafka into ClickHouse, a metadata task goes through the
+// PostgreSQL outbox, and a revocation is kept in Redis.
+func TestServeOnRealEngines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts database servers")
+	}
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafka.Close()
+	pg := pgtest.DSN(t)
+	ch := chtest.Start(t)
+	rd := redistest.Start(t)
+
+	pages := http.NewServeMux()
+	pages.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<title>on real engines</title>") })
+	pageSrv := httptest.NewServer(pages)
+	defer pageSrv.Close()
+	args := []string{"--data-dir", t.TempDir(), "--partitions", "4", "--aggregate-flush-interval", "50ms",
+		"--log", "kafka://" + strings.Join(kafka.ListenAddrs(), ",") + "/",
+		"--sql", pg, "--analytics", ch, "--cache", "redis://" + rd.Addr() + "/0"}
+	args = append(args, metadataFlags(t, pageSrv, map[string]string{"pages.test": "127.0.0.1"})...)
+	s := startServer(t, args...)
+
+	// Clicks: through Kafka and the aggregator into ClickHouse.
+	ok, err := postBatch(http.DefaultClient, s.url, "eng", 40)
+	if err != nil || !ok {
+		t.Fatalf("post clicks: %v %v", ok, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var top struct {
+			Ads []struct {
+				AdID   string `json:"ad_id"`
+				Clicks int    `json:"clicks"`
+			} `json:"ads"`
+		}
+		getJSONTo(t, http.DefaultClient, s.url+"/v1/ads/top?window=1h&limit=100", &top)
+		total := 0
+		for _, a := range top.Ads {
+			total += a.Clicks
+		}
+		if total == 40 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 40 clicks counted after 30s: %+v", total, top)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, metrics := get(t, s.url+"/metrics")
+	for _, want := range []string{"pedal_kafkalog_appended_records_total 40", "pedal_analytics_ch_inserts_total"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	// A metadata task through the PostgreSQL outbox.
+	_, port, _ := strings.Cut(strings.TrimPrefix(pageSrv.URL, "http://"), ":")
+	task := waitTask(t, s.url, submitTask(t, s.url, fmt.Sprintf("http://pages.test:%s/", port)))
+	if res, _ := task["result"].(map[string]any); task["status"] != "SUCCEEDED" || res["title"] != "on real engines" {
+		t.Errorf("task %v", task)
+	}
+
+	// A revocation kept in Redis.
+	if code, _, _ := call(t, "POST", s.url+"/v1/auth/revoke", testToken, ""); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	if code, _, _ := call(t, "GET", s.url+"/v1/ads/top", testToken, ""); code != 401 {
+		t.Errorf("a revoked token: %d", code)
+	}
+}
