@@ -91,3 +91,59 @@ func TestServeOnRealEngines(t *testing.T) {
 		t.Errorf("a revoked token: %d", code)
 	}
 }
+
+// TestRolesInSeparateProcesses splits pedal into a front process (gateway and
+// ingestion) and a back one (aggregation, queries, metadata and its relay),
+// sharing Kafka, PostgreSQL and ClickHouse: clicks sent to the front are
+// counted by the back and queried through the front.
+func TestRolesInSeparateProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts database servers")
+	}
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafka.Close()
+	shared := []string{"--partitions", "4", "--aggregate-flush-interval", "50ms",
+		"--log", "kafka://" + strings.Join(kafka.ListenAddrs(), ",") + "/", "--sql", pgtest.DSN(t), "--analytics", chtest.Start(t)}
+	back := startServer(t, append([]string{"--data-dir", t.TempDir(), "--components", "aggregate,query,metadata,relay"}, shared...)...)
+	front := startServer(t, append([]string{"--data-dir", t.TempDir(), "--components", "gateway,ingest",
+		"--remote", "query=" + back.url + ",metadata=" + back.url}, shared...)...)
+
+	ok, err := postBatch(http.DefaultClient, front.url, "split", 30)
+	if err != nil || !ok {
+		t.Fatalf("post clicks to the front: %v %v", ok, err)
+	}
+	// The back serves no gateway: no token needed, and none checked.
+	if code, _, _ := call(t, "GET", back.url+"/v1/pipeline/status", "", ""); code != 200 {
+		t.Errorf("the back's query API: %d", code)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var top struct {
+			Ads []struct {
+				Clicks int `json:"clicks"`
+			} `json:"ads"`
+		}
+		getJSONTo(t, http.DefaultClient, front.url+"/v1/ads/top?window=1h&limit=100", &top)
+		total := 0
+		for _, a := range top.Ads {
+			total += a.Clicks
+		}
+		if total == 30 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 30 clicks counted through the front after 30s", total)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The front answers no query itself, and the back no click.
+	if code, _, _ := call(t, "POST", back.url+"/v1/clicks", "", `[{"click_id":"x","ad_id":"y"}]`); code != 404 {
+		t.Errorf("POST /v1/clicks on the back: %d, want 404", code)
+	}
+	if code, _, _ := call(t, "GET", front.url+"/v1/ads/top", "", ""); code != 401 {
+		t.Errorf("the front without a token: %d, want 401", code)
+	}
+}

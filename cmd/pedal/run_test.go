@@ -303,6 +303,17 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--metadata-cache-ttl", "-1m"}, nil, "--metadata-cache-ttl"},
 		{[]string{"--outbox-poll-interval", "0s"}, nil, "--outbox-poll-interval"},
 		{[]string{"--outbox-max-attempts", "0"}, nil, "--outbox-max-attempts"},
+		{[]string{"--components", "gateway,cache"}, nil, "--components"},
+		{[]string{"--components", ","}, nil, "--components"},
+		{[]string{"--remote", "query"}, nil, "--remote"},
+		{[]string{"--remote", "ops=http://127.0.0.1:1"}, nil, "--remote"},
+		{[]string{"--remote", "query=ftp://x"}, nil, "--remote"},
+		{[]string{"--log", "pulsar://x"}, nil, "--log"},
+		{[]string{"--log", "kafka:///"}, nil, "--log"},
+		{[]string{"--log", "kafka://b:9092/?acks=1"}, nil, "--log"},
+		{[]string{"--sql", "mysql://x"}, nil, "--sql"},
+		{[]string{"--analytics", "clickhouse"}, nil, "--analytics"},
+		{[]string{"--cache", "redis://h:1/zero"}, nil, "--cache"},
 	}
 	for _, tt := range tests {
 		_, err := parseServeConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)

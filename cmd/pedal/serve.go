@@ -76,6 +76,8 @@ type serveConfig struct {
 	Gateway          gateway.Config
 	// Backends: empty fields mean the embedded default.
 	Backends backends
+	// Components are the roles this process runs.
+	Components map[string]bool
 }
 
 func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -132,6 +134,8 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	corsOrigins := f.String("cors-allowed-origins", "", "comma-separated origins allowed to call the API from browsers (e.g. https://dash.example.com; * for any); empty: no CORS")
 	corsCredentials := f.Bool("cors-allow-credentials", false, "let browsers send credentials (cookies, Authorization) cross-origin")
 	corsMaxAge := f.Duration("cors-max-age", 10*time.Minute, "how long browsers may cache a preflight answer")
+	components := f.String("components", "all", "roles this process runs, comma-separated: gateway, ingest, aggregate, query, metadata, relay (all: every one); split roles need shared backends (--log, --sql, --analytics)")
+	remote := f.String("remote", "", "where roles this process does not run are served, for its gateway: comma-separated cluster=URL pairs (clicks, query, metadata), e.g. query=http://10.0.0.3:8080")
 	logURL := f.String("log", "", "event log: empty for the embedded one under --data-dir, or kafka://broker1:9092,broker2:9092/?client_id=pedal&replication=3")
 	sqlURL := f.String("sql", "", "metadata tasks and their outbox: empty for SQLite under --data-dir, or postgres://user@host:5432/db")
 	analyticsURL := f.String("analytics", "", "window totals: empty for the embedded store under --data-dir, or clickhouse://host:9000/db")
@@ -262,6 +266,12 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	}
 	cfg.MetadataWorker = metadata.WorkerConfig{Workers: *mdWorkers, PerHost: *mdPerHost}
 	cfg.Outbox = outbox.Relay{PollInterval: *outboxPoll, MaxAttempts: *outboxAttempts, Retention: *outboxRetention}
+	if cfg.Components, err = parseComponents(*components); err != nil {
+		return cfg, err
+	}
+	if cfg.Gateway.Remote, err = parseRemote(*remote); err != nil {
+		return cfg, err
+	}
 	cfg.Backends = backends{Log: *logURL, SQL: *sqlURL, Analytics: *analyticsURL, Cache: *cacheURL}
 	if err := cfg.Backends.check(); err != nil {
 		return cfg, err
@@ -357,16 +367,23 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			logger.Error("close analytics store", "err", err)
 		}
 	}()
-	agg, err := aggregate.Open(ctx, filepath.Join(cfg.DataDir, "aggregate"), cfg.Aggregate, log, store, logger.With("component", "aggregate"), reg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := agg.Close(); err != nil {
-			logger.Error("close aggregator state", "err", err)
+	var (
+		agg  *aggregate.Aggregator
+		pipe query.Pipeline = logPipeline{log: log, group: "aggregator"}
+	)
+	if cfg.Components[roleAggregate] {
+		agg, err = aggregate.Open(ctx, filepath.Join(cfg.DataDir, "aggregate"), cfg.Aggregate, log, store, logger.With("component", "aggregate"), reg)
+		if err != nil {
+			return err
 		}
-	}()
-	q := query.New(query.Config{}, store, pipeline{agg}, logger.With("component", "query"))
+		defer func() {
+			if err := agg.Close(); err != nil {
+				logger.Error("close aggregator state", "err", err)
+			}
+		}()
+		pipe = pipeline{agg}
+	}
+	q := query.New(query.Config{}, store, pipe, logger.With("component", "query"))
 
 	md, err := openMetadata(ctx, cfg, log, logger, reg)
 	if err != nil {
@@ -385,7 +402,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + ln.Addr().String()
 	}
-	ing := ingest.New(cfg.Ingest, log, logger.With("component", "ingest"), reg)
+	ing := ingest.New(cfg.Ingest, log, logger.With("component", "ingest"), reg) // cheap; served only with the ingest role
 	rd, err := ing.Redirects(ingest.RedirectConfig{Key: key, TrustedProxies: cfg.TrustedProxies, PublicURL: cfg.PublicURL})
 	if err != nil {
 		ln.Close()
@@ -416,14 +433,31 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer verifier.Close()
-	gw, err := gateway.New(ctx, cfg.Gateway, routes, serviceHandlers(reg, &ready, ing, rd, q, md.api), authenticator{verifier},
-		shared.limiter, logger.With("component", "gateway"), reg, tp)
-	if err != nil {
-		ln.Close()
-		return err
+	services := serviceHandlers(reg, &ready, ing, rd, q, md.api)
+	for role, cluster := range map[string]string{roleIngest: clusterClicks, roleQuery: clusterQuery, roleMetadata: clusterMetadata} {
+		if !cfg.Components[role] {
+			delete(services, cluster)
+		}
+	}
+	var (
+		gw      *gateway.Gateway
+		handler http.Handler
+	)
+	if cfg.Components[roleGateway] {
+		gw, err = gateway.New(ctx, cfg.Gateway, routes, services, authenticator{verifier},
+			shared.limiter, logger.With("component", "gateway"), reg, tp)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		handler = gw
+	} else {
+		// Behind another process's gateway: the local services, unguarded.
+		handler = internalMux(services)
+		logger.Warn("no gateway role: serving the local services without authentication; keep this address on an internal network")
 	}
 	srv := &http.Server{
-		Handler:           gw,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -434,10 +468,18 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if runLog != nil {
 		g.Go(func() error { return runLog(gctx) })
 	}
-	g.Go(func() error { return agg.Run(gctx) })
-	g.Go(func() error { return gw.Run(gctx) })
-	g.Go(func() error { return md.relay.Run(gctx) })
-	g.Go(func() error { return md.worker.Run(gctx) })
+	if agg != nil {
+		g.Go(func() error { return agg.Run(gctx) })
+	}
+	if gw != nil {
+		g.Go(func() error { return gw.Run(gctx) })
+	}
+	if cfg.Components[roleRelay] {
+		g.Go(func() error { return md.relay.Run(gctx) })
+	}
+	if cfg.Components[roleMetadata] {
+		g.Go(func() error { return md.worker.Run(gctx) })
+	}
 	if cfg.AnalyticsRetention > 0 && embedded != nil {
 		g.Go(func() error {
 			applyAnalyticsRetention(gctx, embedded, cfg.AnalyticsRetention, logger)
@@ -479,7 +521,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		})
 	}
 	ready.Store(true)
-	logger.Info("pedal serving", "http_addr", ln.Addr().String(), "data_dir", cfg.DataDir, "partitions", cfg.Partitions, "public_url", cfg.PublicURL)
+	logger.Info("pedal serving", "components", componentList(cfg.Components), "http_addr", ln.Addr().String(), "data_dir", cfg.DataDir, "partitions", cfg.Partitions, "public_url", cfg.PublicURL)
 	err = g.Wait()
 	logger.Info("stopped")
 	return err

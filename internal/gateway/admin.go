@@ -223,6 +223,7 @@ func (g *Gateway) putRoute(w http.ResponseWriter, r *http.Request) {
 // check validates cfg for a change to route changed, naming the route's own
 // fault first and a conflict with another route as such.
 func (g *Gateway) check(cfg routedb.Config, changed routedb.Route) error {
+	g.localize(&cfg)
 	clusters := map[string]routedb.Cluster{}
 	for _, c := range cfg.Clusters {
 		clusters[c.Name] = c

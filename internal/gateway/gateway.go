@@ -109,6 +109,10 @@ type Config struct {
 	// MaxBufferedBody is the largest request body buffered so that an
 	// idempotent request can be retried; default 1 MiB.
 	MaxBufferedBody int64
+	// Remote gives endpoints to in-process clusters this process does not
+	// serve (their roles run elsewhere): such a cluster is proxied over HTTP
+	// to them instead.
+	Remote map[string][]string
 }
 
 func (c *Config) defaults() {
@@ -294,6 +298,7 @@ func (g *Gateway) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	g.localize(&cfg)
 	t, err := buildTable(cfg, g.inproc, g.clusterFor, g.routeCounter)
 	if err != nil {
 		msg := fmt.Sprintf("version %d: %v", cfg.Version, err)
@@ -308,6 +313,16 @@ func (g *Gateway) load(ctx context.Context) error {
 	g.m.version.Set(float64(cfg.Version))
 	g.log.InfoContext(ctx, "route configuration loaded", "version", cfg.Version, "routes", len(t.routes))
 	return nil
+}
+
+// localize turns the in-process clusters this process does not serve, but
+// has Remote endpoints for, into http clusters.
+func (g *Gateway) localize(cfg *routedb.Config) {
+	for i, c := range cfg.Clusters {
+		if eps := g.cfg.Remote[c.Name]; c.Kind == routedb.KindInProcess && g.inproc[c.Name] == nil && len(eps) > 0 {
+			cfg.Clusters[i].Kind, cfg.Clusters[i].Endpoints = routedb.KindHTTP, eps
+		}
+	}
 }
 
 // clusterFor returns the live state of a cluster, created on first use and

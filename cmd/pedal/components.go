@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pedal-project/pedal/internal/clicks"
+	"github.com/pedal-project/pedal/internal/clicks/query"
+)
+
+// The roles of pedal serve (--components), as Grafana Loki's -target.
+const (
+	roleGateway   = "gateway"   // the public HTTP API: routing, auth, limits (without it, local services are served unguarded)
+	roleIngest    = "ingest"    // POST /v1/clicks, redirects, click URLs
+	roleAggregate = "aggregate" // the stream aggregator
+	roleQuery     = "query"     // the query API
+	roleMetadata  = "metadata"  // the metadata API and its workers
+	roleRelay     = "relay"     // the outbox relay
+)
+
+var allRoles = []string{roleGateway, roleIngest, roleAggregate, roleQuery, roleMetadata, roleRelay}
+
+func parseComponents(list string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, c := range strings.Split(list, ",") {
+		c = strings.TrimSpace(c)
+		switch {
+		case c == "":
+		case c == "all":
+			for _, r := range allRoles {
+				out[r] = true
+			}
+		case slices.Contains(allRoles, c):
+			out[c] = true
+		default:
+			return nil, fmt.Errorf("--components: unknown role %q (want %s, or all)", c, strings.Join(allRoles, ", "))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--components: name at least one role")
+	}
+	return out, nil
+}
+
+func componentList(m map[string]bool) []string {
+	var out []string
+	for _, r := range allRoles {
+		if m[r] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// parseRemote reads cluster=URL pairs; a cluster may be named more than once.
+func parseRemote(list string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, pair := range strings.Split(list, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		name, raw, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, fmt.Errorf("--remote: %q: want cluster=URL", pair)
+		}
+		if name != clusterClicks && name != clusterQuery && name != clusterMetadata {
+			return nil, fmt.Errorf("--remote: %q: the clusters served by other processes are %s, %s and %s", name, clusterClicks, clusterQuery, clusterMetadata)
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--remote: %s=%q: want an http(s) URL", name, raw)
+		}
+		out[name] = append(out[name], strings.TrimSuffix(raw, "/"))
+	}
+	return out, nil
+}
+
+// internalMux serves the local services without the gateway.
+func internalMux(services map[string]http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	ops := services[clusterOps]
+	mux.Handle("/healthz", ops)
+	mux.Handle("/readyz", ops)
+	mux.Handle("/metrics", ops)
+	for _, c := range []string{clusterClicks, clusterQuery, clusterMetadata} {
+		if h := services[c]; h != nil {
+			for _, p := range servicePaths[c] {
+				mux.Handle(p, h)
+			}
+		}
+	}
+	return mux
+}
+
+// servicePaths are the path prefixes each service answers.
+var servicePaths = map[string][]string{
+	clusterClicks:   {"/v1/clicks", "/v1/r/", "/v1/ads/{ad_id}/click-urls"},
+	clusterQuery:    {"/v1/ads/top", "/v1/ads/{ad_id}/clicks", "/v1/traffic/quality", "/v1/pipeline/status"},
+	clusterMetadata: {"/v1/metadata/"},
+}
+
+// logPipeline is the query API's view of the aggregation when the
+// aggregator runs in another process: positions from the log (the
+// aggregator's group), no watermarks (so no bucket is reported final).
+type logPipeline struct {
+	log   eventLog
+	group string
+}
+
+func (p logPipeline) Watermark(string) (time.Time, bool) { return time.Time{}, false }
+
+func (p logPipeline) Status(ctx context.Context) (query.Status, error) {
+	n, err := p.log.Partitions(ctx, clicks.Topic)
+	if err != nil {
+		return query.Status{}, err
+	}
+	st := query.Status{Freshness: -1}
+	for part := range n {
+		_, end, err := p.log.Offsets(ctx, clicks.Topic, part)
+		if err != nil {
+			return query.Status{}, err
+		}
+		committed, err := p.log.CommittedOffset(ctx, p.group, clicks.Topic, part)
+		if err != nil {
+			return query.Status{}, err
+		}
+		st.Partitions = append(st.Partitions, query.PartitionStatus{Partition: part, LogEndOffset: end, CommittedOffset: max(committed, 0)})
+	}
+	return st, nil
+}
