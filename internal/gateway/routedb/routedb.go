@@ -1,9 +1,12 @@
-// Package routedb stores the gateway's routing configuration in SQLite: the
-// seed's service_routes table as the seed wrote it, a route_policies table
-// beside it (auth policy, timeout and rate limit per route), the clusters
-// routes name in target_cluster and their endpoints. Every change bumps
+// Package routedb stores the gateway's routing configuration in SQLite (Open,
+// one process) or PostgreSQL (OpenPostgres, several gateways sharing one
+// configuration): the seed's service_routes table as the seed wrote it, a
+// route_policies table beside it (auth policy, timeout and rate limit per
+// route), the clusters routes name in target_cluster and their endpoints. Every change bumps
 // route_config_version (by triggers), so a gateway notices a change with one
-// cheap query and then loads the whole configuration in one transaction.
+// cheap query and then loads the whole configuration in one transaction. On
+// PostgreSQL every committed change is also announced on the route_config
+// channel, which Watch listens to.
 //
 // The store validates nothing beyond the tables' constraints: the gateway
 // checks a configuration (patterns, clusters) before writing it, and once more
@@ -21,10 +24,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pedal-project/pedal/internal/sqlitedb"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrations embed.FS
 
 // Auth policies of a route.
@@ -88,6 +93,25 @@ var (
 // Store is the routing configuration.
 type Store struct {
 	db *sql.DB
+	pg *pgx.ConnConfig // nil on SQLite; Watch's connections use it
+}
+
+// q returns query with SQLite's ? placeholders, or PostgreSQL's $n.
+func (s *Store) q(query string) string {
+	if s.pg == nil {
+		return query
+	}
+	return rebind(query)
+}
+
+// now returns the time to store as created_at or updated_at: TEXT in
+// sqlitedb.TimeFormat on SQLite, a time.Time for TIMESTAMPTZ on PostgreSQL.
+func (s *Store) now() any {
+	t := time.Now().UTC()
+	if s.pg == nil {
+		return t.Format(sqlitedb.TimeFormat)
+	}
+	return t
 }
 
 // Open opens (creating if needed) the database at path and applies its
@@ -106,7 +130,7 @@ func (s *Store) Close() error { return s.db.Close() }
 // Version returns the configuration's version; it changes with every change.
 func (s *Store) Version(ctx context.Context) (int64, error) {
 	var v int64
-	if err := s.db.QueryRowContext(ctx, `SELECT version FROM route_config_version WHERE id = 1`).Scan(&v); err != nil {
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT version FROM route_config_version WHERE id = 1`)).Scan(&v); err != nil {
 		return 0, fmt.Errorf("routedb: version: %w", err)
 	}
 	return v, nil
@@ -120,39 +144,62 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanRoute(sc scanner) (Route, error) {
 	var (
-		r                Route
-		created, updated string
-		timeoutMS        int64
-		active           bool
+		r         Route
+		timeoutMS int64
 	)
-	if err := sc.Scan(&r.ID, &r.PathPattern, &r.TargetCluster, &r.MaxConcurrency, &active, &created, &updated,
+	if err := sc.Scan(&r.ID, &r.PathPattern, &r.TargetCluster, &r.MaxConcurrency, &r.IsActive,
+		(*dbTime)(&r.CreatedAt), (*dbTime)(&r.UpdatedAt),
 		&r.Auth, &timeoutMS, &r.RateLimitPerMinute, &r.RateLimitBurst); err != nil {
 		return Route{}, err
 	}
-	r.IsActive = active
 	r.Timeout = time.Duration(timeoutMS) * time.Millisecond
-	var err error
-	if r.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
-		return Route{}, fmt.Errorf("route %s: created_at %q: %w", r.ID, created, err)
-	}
-	if r.UpdatedAt, err = time.Parse(time.RFC3339Nano, updated); err != nil {
-		return Route{}, fmt.Errorf("route %s: updated_at %q: %w", r.ID, updated, err)
-	}
 	return r, nil
+}
+
+// dbTime scans a timestamp column: TEXT in RFC 3339 on SQLite, TIMESTAMPTZ
+// on PostgreSQL. Times are in UTC either way.
+type dbTime time.Time
+
+func (t *dbTime) Scan(src any) error {
+	switch v := src.(type) {
+	case time.Time:
+		*t = dbTime(v.UTC())
+		return nil
+	case string:
+		return t.parse(v)
+	case []byte:
+		return t.parse(string(v))
+	}
+	return fmt.Errorf("routedb: cannot scan %T into a time", src)
+}
+
+func (t *dbTime) parse(s string) error {
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return fmt.Errorf("routedb: time %q: %w", s, err)
+	}
+	*t = dbTime(v.UTC())
+	return nil
 }
 
 // Load reads the whole configuration in one transaction.
 func (s *Store) Load(ctx context.Context) (Config, error) {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	opts := &sql.TxOptions{ReadOnly: true}
+	if s.pg != nil {
+		// One snapshot for every query below; PostgreSQL's default, READ
+		// COMMITTED, takes one per statement.
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return Config{}, fmt.Errorf("routedb: load: %w", err)
 	}
 	defer tx.Rollback()
 	var c Config
-	if err := tx.QueryRowContext(ctx, `SELECT version FROM route_config_version WHERE id = 1`).Scan(&c.Version); err != nil {
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT version FROM route_config_version WHERE id = 1`)).Scan(&c.Version); err != nil {
 		return Config{}, fmt.Errorf("routedb: load: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+routeColumns+` ORDER BY r.route_id`)
+	rows, err := tx.QueryContext(ctx, s.q(`SELECT `+routeColumns+` ORDER BY r.route_id`))
 	if err != nil {
 		return Config{}, fmt.Errorf("routedb: load routes: %w", err)
 	}
@@ -168,8 +215,8 @@ func (s *Store) Load(ctx context.Context) (Config, error) {
 	if err := rows.Err(); err != nil {
 		return Config{}, fmt.Errorf("routedb: load routes: %w", err)
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT cluster, kind, balancing, max_concurrency, coalesce(health_path, '')
-		FROM route_clusters ORDER BY cluster`)
+	rows, err = tx.QueryContext(ctx, s.q(`SELECT cluster, kind, balancing, max_concurrency, coalesce(health_path, '')
+		FROM route_clusters ORDER BY cluster`))
 	if err != nil {
 		return Config{}, fmt.Errorf("routedb: load clusters: %w", err)
 	}
@@ -187,7 +234,7 @@ func (s *Store) Load(ctx context.Context) (Config, error) {
 	if err := rows.Err(); err != nil {
 		return Config{}, fmt.Errorf("routedb: load clusters: %w", err)
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT cluster, url FROM cluster_endpoints ORDER BY cluster, url`)
+	rows, err = tx.QueryContext(ctx, s.q(`SELECT cluster, url FROM cluster_endpoints ORDER BY cluster, url`))
 	if err != nil {
 		return Config{}, fmt.Errorf("routedb: load endpoints: %w", err)
 	}
@@ -209,7 +256,7 @@ func (s *Store) Load(ctx context.Context) (Config, error) {
 
 // GetRoute returns one route, or ErrNotFound.
 func (s *Store) GetRoute(ctx context.Context, id string) (Route, error) {
-	r, err := scanRoute(s.db.QueryRowContext(ctx, `SELECT `+routeColumns+` WHERE r.route_id = ?`, id))
+	r, err := scanRoute(s.db.QueryRowContext(ctx, s.q(`SELECT `+routeColumns+` WHERE r.route_id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Route{}, ErrNotFound
 	}
@@ -228,7 +275,7 @@ func (s *Store) PutRoute(ctx context.Context, r Route) (Route, bool, error) {
 	)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		stored, created, err = putRoute(ctx, tx, r)
+		stored, created, err = s.putRoute(ctx, tx, r)
 		return err
 	})
 	return stored, created, err
@@ -249,29 +296,35 @@ func (s *Store) inTx(ctx context.Context, f func(*sql.Tx) error) error {
 	return nil
 }
 
-func putRoute(ctx context.Context, tx *sql.Tx, r Route) (Route, bool, error) {
-	now := time.Now().UTC().Format(sqlitedb.TimeFormat)
-	res, err := tx.ExecContext(ctx, `UPDATE service_routes SET path_pattern = ?, target_cluster = ?, max_concurrency = ?,
-		is_active = ?, updated_at = ? WHERE route_id = ?`, r.PathPattern, r.TargetCluster, r.MaxConcurrency, r.IsActive, now, r.ID)
+func (s *Store) putRoute(ctx context.Context, tx *sql.Tx, r Route) (Route, bool, error) {
+	now := s.now()
+	// Insert, or else update: two writers creating one route at once (two
+	// gateways on PostgreSQL) then both succeed, the later one updating.
+	res, err := tx.ExecContext(ctx, s.q(`INSERT INTO service_routes (route_id, path_pattern, target_cluster, max_concurrency,
+		is_active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (route_id) DO NOTHING`),
+		r.ID, r.PathPattern, r.TargetCluster, r.MaxConcurrency, r.IsActive, now, now)
 	if err != nil {
-		return Route{}, false, constraintError(err)
+		return Route{}, false, s.constraintError(err)
 	}
-	n, _ := res.RowsAffected()
-	created := n == 0
-	if created {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO service_routes (route_id, path_pattern, target_cluster, max_concurrency,
-			is_active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			r.ID, r.PathPattern, r.TargetCluster, r.MaxConcurrency, r.IsActive, now, now); err != nil {
-			return Route{}, false, constraintError(err)
+	n, err := res.RowsAffected()
+	if err != nil {
+		return Route{}, false, fmt.Errorf("routedb: put route: %w", err)
+	}
+	created := n == 1
+	if !created {
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE service_routes SET path_pattern = ?, target_cluster = ?, max_concurrency = ?,
+			is_active = ?, updated_at = ? WHERE route_id = ?`),
+			r.PathPattern, r.TargetCluster, r.MaxConcurrency, r.IsActive, now, r.ID); err != nil {
+			return Route{}, false, s.constraintError(err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO route_policies (route_id, auth, timeout_ms, rate_limit_per_minute, rate_limit_burst)
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO route_policies (route_id, auth, timeout_ms, rate_limit_per_minute, rate_limit_burst)
 		VALUES (?, ?, ?, ?, ?) ON CONFLICT (route_id) DO UPDATE SET auth = excluded.auth, timeout_ms = excluded.timeout_ms,
-		rate_limit_per_minute = excluded.rate_limit_per_minute, rate_limit_burst = excluded.rate_limit_burst`,
+		rate_limit_per_minute = excluded.rate_limit_per_minute, rate_limit_burst = excluded.rate_limit_burst`),
 		r.ID, r.Auth, r.Timeout.Milliseconds(), r.RateLimitPerMinute, r.RateLimitBurst); err != nil {
-		return Route{}, false, constraintError(err)
+		return Route{}, false, s.constraintError(err)
 	}
-	stored, err := scanRoute(tx.QueryRowContext(ctx, `SELECT `+routeColumns+` WHERE r.route_id = ?`, r.ID))
+	stored, err := scanRoute(tx.QueryRowContext(ctx, s.q(`SELECT `+routeColumns+` WHERE r.route_id = ?`), r.ID))
 	if err != nil {
 		return Route{}, false, fmt.Errorf("routedb: put route: %w", err)
 	}
@@ -280,7 +333,7 @@ func putRoute(ctx context.Context, tx *sql.Tx, r Route) (Route, bool, error) {
 
 // DeleteRoute deletes a route, or returns ErrNotFound.
 func (s *Store) DeleteRoute(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM service_routes WHERE route_id = ?`, id)
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM service_routes WHERE route_id = ?`), id)
 	if err != nil {
 		return fmt.Errorf("routedb: delete route: %w", err)
 	}
@@ -292,27 +345,27 @@ func (s *Store) DeleteRoute(ctx context.Context, id string) error {
 
 // PutCluster creates or replaces a cluster and its endpoints.
 func (s *Store) PutCluster(ctx context.Context, c Cluster) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error { return putCluster(ctx, tx, c) })
+	return s.inTx(ctx, func(tx *sql.Tx) error { return s.putCluster(ctx, tx, c) })
 }
 
-func putCluster(ctx context.Context, tx *sql.Tx, c Cluster) error {
-	now := time.Now().UTC().Format(sqlitedb.TimeFormat)
+func (s *Store) putCluster(ctx context.Context, tx *sql.Tx, c Cluster) error {
+	now := s.now()
 	var health any
 	if c.HealthPath != "" {
 		health = c.HealthPath
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO route_clusters (cluster, kind, balancing, max_concurrency, health_path, created_at, updated_at)
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO route_clusters (cluster, kind, balancing, max_concurrency, health_path, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cluster) DO UPDATE SET kind = excluded.kind, balancing = excluded.balancing,
-		max_concurrency = excluded.max_concurrency, health_path = excluded.health_path, updated_at = excluded.updated_at`,
+		max_concurrency = excluded.max_concurrency, health_path = excluded.health_path, updated_at = excluded.updated_at`),
 		c.Name, c.Kind, c.Balancing, c.MaxConcurrency, health, now, now); err != nil {
-		return constraintError(err)
+		return s.constraintError(err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM cluster_endpoints WHERE cluster = ?`, c.Name); err != nil {
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM cluster_endpoints WHERE cluster = ?`), c.Name); err != nil {
 		return fmt.Errorf("routedb: put cluster: %w", err)
 	}
 	for _, u := range c.Endpoints {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO cluster_endpoints (cluster, url) VALUES (?, ?)`, c.Name, u); err != nil {
-			return constraintError(err)
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO cluster_endpoints (cluster, url) VALUES (?, ?)`), c.Name, u); err != nil {
+			return s.constraintError(err)
 		}
 	}
 	return nil
@@ -323,6 +376,14 @@ func putCluster(ctx context.Context, tx *sql.Tx, c Cluster) error {
 func (s *Store) Seed(ctx context.Context, routes []Route, clusters []Cluster) (bool, error) {
 	seeded := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if s.pg != nil {
+			// Two gateways starting at once: the second waits here, then
+			// counts the first one's routes. (SQLite's write transactions
+			// are already serialised: BEGIN IMMEDIATE.)
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(seedLock)); err != nil {
+				return fmt.Errorf("routedb: seed: %w", err)
+			}
+		}
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM service_routes`).Scan(&n); err != nil {
 			return fmt.Errorf("routedb: seed: %w", err)
@@ -331,12 +392,12 @@ func (s *Store) Seed(ctx context.Context, routes []Route, clusters []Cluster) (b
 			return nil
 		}
 		for _, c := range clusters {
-			if err := putCluster(ctx, tx, c); err != nil {
+			if err := s.putCluster(ctx, tx, c); err != nil {
 				return fmt.Errorf("routedb: seed cluster %s: %w", c.Name, err)
 			}
 		}
 		for _, r := range routes {
-			if _, _, err := putRoute(ctx, tx, r); err != nil {
+			if _, _, err := s.putRoute(ctx, tx, r); err != nil {
 				return fmt.Errorf("routedb: seed route %s: %w", r.ID, err)
 			}
 		}
@@ -346,8 +407,11 @@ func (s *Store) Seed(ctx context.Context, routes []Route, clusters []Cluster) (b
 	return seeded, err
 }
 
-// constraintError classifies a write refused by SQLite.
-func constraintError(err error) error {
+// constraintError classifies a write refused by the database.
+func (s *Store) constraintError(err error) error {
+	if s.pg != nil {
+		return pgConstraintError(err)
+	}
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "UNIQUE constraint failed: service_routes.path_pattern"):

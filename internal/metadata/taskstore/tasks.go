@@ -248,7 +248,12 @@ type TaskError struct {
 
 // GetTask returns the task with id, or ErrNotFound.
 func (s *Store) GetTask(ctx context.Context, id string) (Task, error) {
-	return s.getTask(ctx, s.db, id, false)
+	t, err := s.getTask(ctx, s.reader(), id, false)
+	if s.replica != nil && (errors.Is(err, ErrNotFound) || (err != nil && ctx.Err() == nil)) {
+		// Not replicated yet, or the replica is unavailable: the primary knows.
+		return s.getTask(ctx, s.db, id, false)
+	}
+	return t, err
 }
 
 type queryer interface {
@@ -394,7 +399,7 @@ func (s *Store) Finish(ctx context.Context, id string, o Outcome) (Task, error) 
 // QueueDepth returns how many tasks are QUEUED and RUNNING, for completion
 // estimates.
 func (s *Store) QueueDepth(ctx context.Context) (queued, running int, err error) {
-	err = s.db.QueryRowContext(ctx, `SELECT
+	err = s.reader().QueryRowContext(ctx, `SELECT
 		coalesce(sum(CASE WHEN status = 'QUEUED' THEN 1 ELSE 0 END), 0),
 		coalesce(sum(CASE WHEN status = 'RUNNING' THEN 1 ELSE 0 END), 0)
 		FROM metadata_tasks WHERE status IN ('QUEUED', 'RUNNING')`).Scan(&queued, &running)

@@ -21,6 +21,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -36,9 +37,10 @@ var migrations embed.FS
 
 // Store is the task table and its outbox.
 type Store struct {
-	db  *sql.DB
-	pg  bool // PostgreSQL rather than SQLite
-	now func() time.Time
+	db      *sql.DB
+	replica *sql.DB // reads that tolerate lag; nil means db
+	pg      bool    // PostgreSQL rather than SQLite
+	now     func() time.Time
 }
 
 // Open opens (creating if needed) the SQLite database at path and applies any
@@ -63,6 +65,29 @@ func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("taskstore: open postgres: %w", err)
 	}
 	return &Store{db: db, pg: true, now: time.Now}, nil
+}
+
+// UseReplica sends the reads that tolerate lag (GetTask, QueueDepth) to a
+// PostgreSQL read replica at dsn. A task the replica does not have yet (just
+// created, not yet replicated) is read from the primary, so it is never
+// reported missing. Call it before the Store is used.
+func (s *Store) UseReplica(dsn string) error {
+	if !s.pg {
+		return errors.New("taskstore: a read replica needs PostgreSQL")
+	}
+	db, err := openPostgres(dsn)
+	if err != nil {
+		return fmt.Errorf("taskstore: open replica: %w", err)
+	}
+	s.replica = db
+	return nil
+}
+
+func (s *Store) reader() *sql.DB {
+	if s.replica != nil {
+		return s.replica
+	}
+	return s.db
 }
 
 // migrationLock is the pg_advisory_xact_lock key serialising migrations.
@@ -121,5 +146,10 @@ func migratePostgres(ctx context.Context, db *sql.DB, migrations fs.FS, dir stri
 // DB returns the database, for the outbox Relay.
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database (and the replica's connections).
+func (s *Store) Close() error {
+	if s.replica != nil {
+		s.replica.Close()
+	}
+	return s.db.Close()
+}

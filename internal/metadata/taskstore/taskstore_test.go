@@ -375,3 +375,50 @@ func testConcurrentSameIdempotencyKeyCreatesOneTask(t *testing.T, b backend) {
 		t.Errorf("%d outbox rows, want 1", c)
 	}
 }
+
+// TestReplicaReadsFallBackToPrimary: with a read replica, tasks are read from
+// it, and a task it does not have yet comes from the primary.
+func TestReplicaReadsFallBackToPrimary(t *testing.T) {
+	ctx := t.Context()
+	primary, err := OpenPostgres(ctx, pgtest.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer primary.Close()
+	replicaDSN := pgtest.DSN(t)
+	replica, err := OpenPostgres(ctx, replicaDSN) // a database that lags: it has none of the primary's rows
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Close()
+	if err := primary.UseReplica(replicaDSN); err != nil {
+		t.Fatal(err)
+	}
+	task, _, err := primary.CreateTask(ctx, NewTask{TargetURL: "https://news.example/", RequestedBy: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := primary.GetTask(ctx, task.ID)
+	if err != nil || got.Status != Queued {
+		t.Fatalf("a task the replica lacks: %+v, %v", got, err)
+	}
+	// Once replicated (here: written to the replica by hand, a step ahead), reads come from the replica.
+	if _, err := replica.db.ExecContext(ctx, `INSERT INTO metadata_tasks (task_id, status, attempts, target_url, requested_by, options)
+		VALUES ($1, 'RUNNING', 1, 'https://news.example/', 'alice', '{}')`, task.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := primary.GetTask(ctx, task.ID); err != nil || got.Status != Running {
+		t.Errorf("a replicated task: %+v, %v; want it read from the replica", got, err)
+	}
+	if _, err := primary.GetTask(ctx, "tsk_01KBCDEFGHJKMNPQRSTVWXYZ00"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a task nowhere: %v", err)
+	}
+	sqlite, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlite.Close()
+	if err := sqlite.UseReplica(replicaDSN); err == nil {
+		t.Error("a replica for SQLite was accepted")
+	}
+}

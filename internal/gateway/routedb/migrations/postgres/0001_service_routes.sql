@@ -1,5 +1,5 @@
--- The seed's service_routes, verbatim, for the PostgreSQL backend (a later
--- issue). Not executed by routedb, which runs ../0001_service_routes.sql on SQLite.
+-- The seed's service_routes, verbatim, for the PostgreSQL backend
+-- (OpenPostgres); ../0001_service_routes.sql is its SQLite adaptation.
 CREATE TABLE service_routes (
     route_id VARCHAR(64) PRIMARY KEY,
     path_pattern VARCHAR(512) NOT NULL,

@@ -1,4 +1,6 @@
--- Mirror of ../0002_route_policies.sql for the PostgreSQL backend (a later issue).
+-- Mirror of ../0002_route_policies.sql for the PostgreSQL backend (OpenPostgres).
+-- The triggers are per statement, not per row: the version may move by less
+-- than SQLite's, but it moves with every change.
 CREATE TABLE route_policies (
     route_id VARCHAR(64) PRIMARY KEY REFERENCES service_routes (route_id) ON DELETE CASCADE,
     auth VARCHAR(16) NOT NULL DEFAULT 'authenticated' CHECK (auth IN ('public', 'authenticated', 'admin')),
