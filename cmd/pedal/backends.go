@@ -18,6 +18,7 @@ import (
 	"github.com/pedal-project/pedal/internal/eventlog"
 	"github.com/pedal-project/pedal/internal/eventlog/kafkalog"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
+	"github.com/pedal-project/pedal/internal/gateway/routedb"
 	"github.com/pedal-project/pedal/internal/jwtauth"
 	"github.com/pedal-project/pedal/internal/jwtauth/redisrevoke"
 	"github.com/pedal-project/pedal/internal/metadata/taskstore"
@@ -29,6 +30,8 @@ import (
 type backends struct {
 	Log       string // kafka://broker1:9092,broker2:9092/?client_id=pedal&replication=3
 	SQL       string // postgres://user@host:5432/db
+	// SQLReplica is a read replica of SQL.
+	SQLReplica string
 	Analytics string // clickhouse://host:9000/db
 	Cache     string // redis://[user:password@]host:6379/0
 }
@@ -43,6 +46,14 @@ func (b backends) check() error {
 		scheme, _, ok := strings.Cut(c.value, "://")
 		if !ok || (scheme != c.scheme && !(c.scheme == "postgres" && scheme == "postgresql")) {
 			return fmt.Errorf("%s %q: want %s://… (or nothing, for the embedded default)", c.flag, redactURL(c.value), c.scheme)
+		}
+	}
+	if b.SQLReplica != "" {
+		if b.SQL == "" {
+			return errors.New("--sql-replica: needs --sql (a replica of what?)")
+		}
+		if scheme, _, _ := strings.Cut(b.SQLReplica, "://"); scheme != "postgres" && scheme != "postgresql" {
+			return fmt.Errorf("--sql-replica %q: want postgres://…", redactURL(b.SQLReplica))
 		}
 	}
 	if b.Log != "" {
@@ -178,6 +189,25 @@ func openTasks(ctx context.Context, cfg serveConfig) (*taskstore.Store, error) {
 	s, err := taskstore.OpenPostgres(ctx, cfg.Backends.SQL)
 	if err != nil {
 		return nil, fmt.Errorf("--sql: %w", err)
+	}
+	if cfg.Backends.SQLReplica != "" {
+		if err := s.UseReplica(cfg.Backends.SQLReplica); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("--sql-replica: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// openRoutes opens the gateway's routes: in SQLite under the data dir, or in
+// PostgreSQL with --sql, shared by every gateway.
+func openRoutes(ctx context.Context, cfg serveConfig) (*routedb.Store, error) {
+	if cfg.Backends.SQL == "" {
+		return routedb.Open(ctx, filepath.Join(cfg.DataDir, "routes.db"))
+	}
+	s, err := routedb.OpenPostgres(ctx, cfg.Backends.SQL)
+	if err != nil {
+		return nil, fmt.Errorf("--sql: routes: %w", err)
 	}
 	return s, nil
 }

@@ -39,7 +39,7 @@ func TestServeOnRealEngines(t *testing.T) {
 	defer pageSrv.Close()
 	args := []string{"--data-dir", t.TempDir(), "--partitions", "4", "--aggregate-flush-interval", "50ms",
 		"--log", "kafka://" + strings.Join(kafka.ListenAddrs(), ",") + "/",
-		"--sql", pg, "--analytics", ch, "--cache", "redis://" + rd.Addr() + "/0"}
+		"--sql", pg, "--sql-replica", pg, "--analytics", ch, "--cache", "redis://" + rd.Addr() + "/0"}
 	args = append(args, metadataFlags(t, pageSrv, map[string]string{"pages.test": "127.0.0.1"})...)
 	s := startServer(t, args...)
 

@@ -312,6 +312,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--log", "kafka:///"}, nil, "--log"},
 		{[]string{"--log", "kafka://b:9092/?acks=1"}, nil, "--log"},
 		{[]string{"--sql", "mysql://x"}, nil, "--sql"},
+		{[]string{"--sql-replica", "postgres://r/db"}, nil, "--sql-replica"},
 		{[]string{"--analytics", "clickhouse"}, nil, "--analytics"},
 		{[]string{"--cache", "redis://h:1/zero"}, nil, "--cache"},
 	}

@@ -29,7 +29,6 @@ import (
 	"github.com/pedal-project/pedal/internal/clicks/query"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
 	"github.com/pedal-project/pedal/internal/gateway"
-	"github.com/pedal-project/pedal/internal/gateway/routedb"
 	"github.com/pedal-project/pedal/internal/jwtauth"
 	"github.com/pedal-project/pedal/internal/metadata"
 	"github.com/pedal-project/pedal/internal/metadata/collect"
@@ -137,6 +136,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	components := f.String("components", "all", "roles this process runs, comma-separated: gateway, ingest, aggregate, query, metadata, relay (all: every one); split roles need shared backends (--log, --sql, --analytics)")
 	remote := f.String("remote", "", "where roles this process does not run are served, for its gateway: comma-separated cluster=URL pairs (clicks, query, metadata), e.g. query=http://10.0.0.3:8080")
 	logURL := f.String("log", "", "event log: empty for the embedded one under --data-dir, or kafka://broker1:9092,broker2:9092/?client_id=pedal&replication=3")
+	sqlReplica := f.String("sql-replica", "", "a PostgreSQL read replica for reads that tolerate lag (tasks, queue depth); a task it lacks is read from --sql")
 	sqlURL := f.String("sql", "", "metadata tasks and their outbox: empty for SQLite under --data-dir, or postgres://user@host:5432/db")
 	analyticsURL := f.String("analytics", "", "window totals: empty for the embedded store under --data-dir, or clickhouse://host:9000/db")
 	cacheURL := f.String("cache", "", "state shared by gateways (rate limits, token revocations): empty for in-process, or redis://host:6379/0")
@@ -272,7 +272,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	if cfg.Gateway.Remote, err = parseRemote(*remote); err != nil {
 		return cfg, err
 	}
-	cfg.Backends = backends{Log: *logURL, SQL: *sqlURL, Analytics: *analyticsURL, Cache: *cacheURL}
+	cfg.Backends = backends{Log: *logURL, SQL: *sqlURL, SQLReplica: *sqlReplica, Analytics: *analyticsURL, Cache: *cacheURL}
 	if err := cfg.Backends.check(); err != nil {
 		return cfg, err
 	}
@@ -409,7 +409,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	var ready atomic.Bool
-	routes, err := routedb.Open(ctx, filepath.Join(cfg.DataDir, "routes.db"))
+	routes, err := openRoutes(ctx, cfg)
 	if err != nil {
 		ln.Close()
 		return err
@@ -473,6 +473,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if gw != nil {
 		g.Go(func() error { return gw.Run(gctx) })
+		if cfg.Backends.SQL != "" {
+			// Every gateway reloads at once when any process changes a route.
+			g.Go(func() error { return routes.Watch(gctx, gw.Reload) })
+		}
 	}
 	if cfg.Components[roleRelay] {
 		g.Go(func() error { return md.relay.Run(gctx) })
