@@ -28,12 +28,12 @@ import (
 
 // Backends are chosen by URL; empty means the embedded default under the data dir.
 type backends struct {
-	Log       string // kafka://broker1:9092,broker2:9092/?client_id=pedal&replication=3
-	SQL       string // postgres://user@host:5432/db
+	Log string // kafka://broker1:9092,broker2:9092/?client_id=pedal&replication=3
+	SQL string // postgres://user@host:5432/db
 	// SQLReplica is a read replica of SQL.
 	SQLReplica string
-	Analytics string // clickhouse://host:9000/db
-	Cache     string // redis://[user:password@]host:6379/0
+	Analytics  string // clickhouse://host:9000/db
+	Cache      string // redis://[user:password@]host:6379/0
 }
 
 func (b backends) check() error {
