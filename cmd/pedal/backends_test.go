@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/pedal-project/pedal/internal/analytics/chtest"
+	"github.com/pedal-project/pedal/internal/jwtauth"
 	"github.com/pedal-project/pedal/internal/pgtest"
 	"github.com/pedal-project/pedal/internal/redistest"
 )
@@ -90,6 +91,34 @@ func TestServeOnRealEngines(t *testing.T) {
 	if code, _, _ := call(t, "GET", s.url+"/v1/ads/top", testToken, ""); code != 401 {
 		t.Errorf("a revoked token: %d", code)
 	}
+	if code, _ := get(t, s.url+"/readyz"); code != 200 {
+		t.Errorf("/readyz with every engine up: %d", code)
+	}
+
+	// Redis down: not ready, and revocations cannot be checked, so tokens are
+	// refused (503, without details) rather than possibly accepted revoked.
+	rd.Stop()
+	if code, body := get(t, s.url+"/readyz"); code != 503 || body != "not ready: cache unavailable\n" {
+		t.Errorf("/readyz without Redis: %d %q", code, body)
+	}
+	other := mintTestToken(t, "bob")
+	code, _, m := call(t, "GET", s.url+"/v1/ads/top", other, "")
+	if code != 503 || strings.Contains(fmt.Sprint(m), rd.Addr()) {
+		t.Errorf("a token while revocations are unreachable: %d %v", code, m)
+	}
+}
+
+func mintTestToken(t *testing.T, sub string) string {
+	t.Helper()
+	key, err := jwtauth.ParseKey(testJWTSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwtauth.Mint(key, jwtauth.MintClaims{Subject: sub, Issuer: "pedal", Audience: "pedal", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // TestRolesInSeparateProcesses splits pedal into a front process (gateway and

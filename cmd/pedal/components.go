@@ -7,8 +7,10 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/pedal-project/pedal/internal/analytics"
 	"github.com/pedal-project/pedal/internal/clicks"
 	"github.com/pedal-project/pedal/internal/clicks/query"
 )
@@ -132,4 +134,58 @@ func (p logPipeline) Status(ctx context.Context) (query.Status, error) {
 		st.Partitions = append(st.Partitions, query.PartitionStatus{Partition: part, LogEndOffset: end, CommittedOffset: max(committed, 0)})
 	}
 	return st, nil
+}
+
+// dependency is something a role needs, checked by /readyz.
+type dependency struct {
+	name  string
+	check func(ctx context.Context) error
+}
+
+// dependencies are what the roles of cfg need: the event log for ingest,
+// aggregate, metadata and relay; the SQL store for metadata and relay; the
+// analytics store for aggregate and query; Redis for the gateway.
+func dependencies(cfg serveConfig, log eventLog, store analytics.Store, md *metadataService, shared *sharedState) []dependency {
+	c := cfg.Components
+	var deps []dependency
+	if c[roleIngest] || c[roleAggregate] || c[roleMetadata] || c[roleRelay] {
+		deps = append(deps, dependency{"event log", func(ctx context.Context) error {
+			_, err := log.Partitions(ctx, clicks.Topic)
+			return err
+		}})
+	}
+	if c[roleMetadata] || c[roleRelay] {
+		deps = append(deps, dependency{"sql", func(ctx context.Context) error { return md.store.DB().PingContext(ctx) }})
+	}
+	if c[roleAggregate] || c[roleQuery] {
+		deps = append(deps, dependency{"analytics", func(ctx context.Context) error {
+			now := time.Now()
+			_, err := store.Top(ctx, "", now.Add(-time.Minute), now, 1)
+			return err
+		}})
+	}
+	if p, ok := shared.limiter.(interface{ Ping(context.Context) error }); ok && c[roleGateway] {
+		deps = append(deps, dependency{"cache", p.Ping})
+	}
+	return deps
+}
+
+// checkDependencies checks deps at once, each within a second, and returns
+// the names of those that failed.
+func checkDependencies(ctx context.Context, deps []dependency) []string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	errs := make([]error, len(deps))
+	var wg sync.WaitGroup
+	for i, d := range deps {
+		wg.Go(func() { errs[i] = d.check(ctx) })
+	}
+	wg.Wait()
+	var down []string
+	for i, err := range errs {
+		if err != nil {
+			down = append(down, deps[i].name)
+		}
+	}
+	return down
 }

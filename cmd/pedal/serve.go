@@ -433,7 +433,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer verifier.Close()
-	services := serviceHandlers(reg, &ready, ing, rd, q, md.api)
+	services := serviceHandlers(reg, &ready, dependencies(cfg, log, store, md, shared), ing, rd, q, md.api)
 	for role, cluster := range map[string]string{roleIngest: clusterClicks, roleQuery: clusterQuery, roleMetadata: clusterMetadata} {
 		if !cfg.Components[role] {
 			delete(services, cluster)
@@ -546,7 +546,7 @@ func debugMux() http.Handler {
 // serviceHandlers are the in-process clusters of the gateway: each built-in
 // service's routes, uninstrumented (the gateway traces and measures every
 // request by route).
-func serviceHandlers(reg *prometheus.Registry, ready *atomic.Bool, ing *ingest.Service, rd *ingest.Redirects, q *query.API, md *metadata.API) map[string]http.Handler {
+func serviceHandlers(reg *prometheus.Registry, ready *atomic.Bool, deps []dependency, ing *ingest.Service, rd *ingest.Redirects, q *query.API, md *metadata.API) map[string]http.Handler {
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -557,6 +557,12 @@ func serviceHandlers(reg *prometheus.Registry, ready *atomic.Bool, ing *ingest.S
 		if !ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, "not ready\n")
+			return
+		}
+		if down := checkDependencies(r.Context(), deps); len(down) > 0 {
+			// Names only: the errors, with addresses, are for the logs.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+strings.Join(down, ", ")+" unavailable\n")
 			return
 		}
 		io.WriteString(w, "ready\n")
