@@ -57,7 +57,7 @@ func (g *Gateway) forward(w *statusWriter, r *http.Request, rt *route, p princip
 		handler.ServeHTTP(cw, r)
 		done(g.outcome(ctx, r, cw.code, nil))
 		if cw.capture && cw.code >= 200 && cw.code < 300 {
-			g.fallback.put(cacheKey, cw.code, cw.Header(), cw.buf.Bytes())
+			g.fallback.put(ctx, cacheKey, cw.code, cw.Header(), cw.buf.Bytes())
 		}
 		return
 	}
@@ -89,15 +89,15 @@ func (g *Gateway) outcome(ctx context.Context, r *http.Request, code int, err er
 
 func (g *Gateway) serveFallback(w *statusWriter, r *http.Request, key string, reject rejectFunc) {
 	if key != "" {
-		if e, ok := g.fallback.get(key); ok {
-			for k, v := range e.header {
+		if e, ok := g.fallback.get(r.Context(), key); ok {
+			for k, v := range e.Header {
 				w.Header()[k] = v
 			}
-			age := int(time.Since(e.at).Seconds())
+			age := max(int(time.Since(e.At).Seconds()), 0)
 			w.Header().Set(FallbackHeader, fmt.Sprintf("stale; age=%d", age))
 			w.Header().Set("Age", strconv.Itoa(age))
-			w.WriteHeader(e.code)
-			w.Write(e.body)
+			w.WriteHeader(e.Code)
+			w.Write(e.Body)
 			g.m.fallbacks.Inc()
 			return
 		}
@@ -273,7 +273,7 @@ func (g *Gateway) copyResponse(w *statusWriter, resp *http.Response, cacheKey st
 		return // the client or the upstream went away mid-body; nothing to cache
 	}
 	if cw.capture {
-		g.fallback.put(cacheKey, resp.StatusCode, resp.Header, cw.buf.Bytes())
+		g.fallback.put(resp.Request.Context(), cacheKey, resp.StatusCode, resp.Header, cw.buf.Bytes())
 	}
 }
 
@@ -312,60 +312,6 @@ func (w *captureWriter) Unwrap() http.ResponseWriter { return w.statusWriter }
 // answer is never served to another.
 func fallbackKey(r *http.Request, p principal.Principal) string {
 	return r.Host + "\x00" + r.URL.RequestURI() + "\x00" + p.Subject + "\x00" + r.Header.Get("Accept")
-}
-
-// fallbackCache holds recent successful GET answers, bounded in entries and
-// size of each, for serving while a breaker is open.
-type fallbackCache struct {
-	max, maxBytes int
-	ttl           time.Duration
-
-	mu    sync.Mutex
-	m     map[string]*fallbackEntry
-	order []string
-}
-
-type fallbackEntry struct {
-	code   int
-	header http.Header
-	body   []byte
-	at     time.Time
-}
-
-func newFallbackCache(max, maxBytes int, ttl time.Duration) *fallbackCache {
-	return &fallbackCache{max: max, maxBytes: maxBytes, ttl: ttl, m: map[string]*fallbackEntry{}}
-}
-
-func (c *fallbackCache) put(key string, code int, h http.Header, body []byte) {
-	if len(body) > c.maxBytes {
-		return
-	}
-	e := &fallbackEntry{code: code, header: http.Header{}, body: bytes.Clone(body), at: time.Now()}
-	for _, k := range []string{"Content-Type", "Content-Language", "Cache-Control", "Etag", "Last-Modified"} {
-		if v := h.Values(k); len(v) > 0 {
-			e.header[k] = v
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[key]; !ok {
-		c.order = append(c.order, key)
-	}
-	c.m[key] = e
-	for len(c.m) > c.max && len(c.order) > 0 {
-		delete(c.m, c.order[0])
-		c.order = c.order[1:]
-	}
-}
-
-func (c *fallbackCache) get(key string) (*fallbackEntry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[key]
-	if !ok || time.Since(e.at) > c.ttl {
-		return nil, false
-	}
-	return e, true
 }
 
 // retryBudget allows retries up to a fraction of requests, as Finagle's

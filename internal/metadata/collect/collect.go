@@ -16,7 +16,10 @@
 //     it; while open, requests to the host fail at once with host_unavailable;
 //     after Config.BreakerOpenFor a few probes decide whether it closes again.
 //   - Successful results are cached for Config.CacheTTL per (URL, options),
-//     and concurrent identical requests share one fetch.
+//     and concurrent identical requests share one fetch. The cache may be
+//     shared between processes (Config.Cache, package rediscache); sharing a
+//     fetch is per process. A cache that fails counts as a miss, never as a
+//     failed collection (fail open).
 //
 // A Collector is safe for concurrent use.
 package collect
@@ -34,7 +37,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +84,11 @@ type Config struct {
 	// negative disables the cache. CacheEntries bounds it; default 10,000.
 	CacheTTL     time.Duration
 	CacheEntries int
+	// Cache stores the results; nil means an in-process cache of
+	// CacheEntries entries. A shared Cache (package rediscache) lets
+	// several processes reuse each other's results. Its errors are counted
+	// and taken for misses: the page is fetched.
+	Cache Cache
 	// BreakerMinCalls, BreakerWindow and BreakerOpenFor shape each host's
 	// circuit breaker; defaults 20 calls, 10s and 5s. BreakerProbes is how
 	// many calls a half-open breaker lets through; default 3.
@@ -187,11 +195,13 @@ type Collector struct {
 	cfg     Config
 	client  client
 	hosts   *hostTable
-	cache   *cache
+	cache   Cache // nil when CacheTTL < 0
 	flight  singleflight.Group
 	metrics *metrics
 	log     *slog.Logger
 	now     func() time.Time
+
+	cacheWarned atomic.Int64 // unix nanos of the last cache error logged, to log at most one per 10 s
 }
 
 // client is the part of safehttp's client the Collector uses.
@@ -214,8 +224,12 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Collector 
 		now:     time.Now,
 	}
 	c.hosts = newHostTable(cfg, c.metrics)
-	if cfg.CacheTTL > 0 {
-		c.cache = newCache(cfg.CacheTTL, cfg.CacheEntries)
+	switch {
+	case cfg.CacheTTL < 0:
+	case cfg.Cache != nil:
+		c.cache = cfg.Cache
+	default:
+		c.cache = &memoryCache{c: newCache(cfg.CacheTTL, cfg.CacheEntries), now: func() time.Time { return c.now() }}
 	}
 	return c
 }
@@ -247,7 +261,7 @@ func (c *Collector) Collect(ctx context.Context, rawURL string, opt Options, onA
 		return Outcome{}, classify(err)
 	}
 	key := cacheKey(u, opt)
-	if out, ok := c.cache.get(key, c.now()); ok {
+	if out, ok := c.cacheGet(ctx, key); ok {
 		c.metrics.cache.WithLabelValues("hit").Inc()
 		out.Cached = true
 		return out, nil
@@ -263,7 +277,7 @@ func (c *Collector) Collect(ctx context.Context, rawURL string, opt Options, onA
 		out, err := c.collect(fctx, u, opt, onAttempt)
 		c.metrics.observe(err, c.now().Sub(start))
 		if err == nil {
-			c.cache.put(key, out, c.now())
+			c.cachePut(fctx, key, out)
 		}
 		return out, err
 	})
@@ -487,73 +501,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
-}
-
-// cache holds successful outcomes for a fixed TTL; since every entry lives as
-// long, insertion order is expiry order, and the oldest entries go first.
-type cache struct {
-	ttl time.Duration
-	max int
-
-	mu      sync.Mutex
-	seq     uint64
-	entries map[string]cacheEntry
-	order   []cacheSlot // by insertion; a slot whose seq is not its entry's is stale
-}
-
-type cacheEntry struct {
-	out     Outcome
-	expires time.Time
-	seq     uint64
-}
-
-type cacheSlot struct {
-	key string
-	seq uint64
-}
-
-func newCache(ttl time.Duration, max int) *cache {
-	return &cache{ttl: ttl, max: max, entries: map[string]cacheEntry{}}
-}
-
-func (c *cache) get(key string, now time.Time) (Outcome, bool) {
-	if c == nil {
-		return Outcome{}, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[key]
-	if !ok || now.After(e.expires) {
-		return Outcome{}, false
-	}
-	return e.out, true
-}
-
-func (c *cache) put(key string, out Outcome, now time.Time) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.seq++
-	c.entries[key] = cacheEntry{out: out, expires: now.Add(c.ttl), seq: c.seq}
-	c.order = append(c.order, cacheSlot{key, c.seq})
-	for len(c.order) > 0 {
-		s := c.order[0]
-		e, ok := c.entries[s.key]
-		live := ok && e.seq == s.seq
-		if live && !now.After(e.expires) && len(c.entries) <= c.max {
-			return
-		}
-		if live {
-			delete(c.entries, s.key)
-		}
-		c.order = c.order[1:]
-	}
-}
-
-func (c *cache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
 }

@@ -12,6 +12,7 @@ type metrics struct {
 	fetches     *prometheus.CounterVec
 	duration    prometheus.Histogram
 	cache       *prometheus.CounterVec
+	cacheErrors *prometheus.CounterVec
 	rejected    prometheus.Counter
 	transitions *prometheus.CounterVec
 	openHosts   prometheus.Gauge
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "pedal_metadata_cache_total",
 			Help: "Collections by source: hit (result cache), shared (a concurrent identical fetch), miss (fetched).",
 		}, []string{"result"}),
+		cacheErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pedal_metadata_cache_errors_total",
+			Help: "Result cache operations (get, put) that failed; a failed get is a miss, a failed put loses the entry.",
+		}, []string{"op"}),
 		rejected: f.NewCounter(prometheus.CounterOpts{
 			Name: "pedal_metadata_breaker_rejections_total",
 			Help: "Requests refused at once because their host's circuit breaker was open.",
