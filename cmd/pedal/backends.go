@@ -18,9 +18,13 @@ import (
 	"github.com/pedal-project/pedal/internal/eventlog"
 	"github.com/pedal-project/pedal/internal/eventlog/kafkalog"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
+	"github.com/pedal-project/pedal/internal/gateway"
+	"github.com/pedal-project/pedal/internal/gateway/redisfallback"
 	"github.com/pedal-project/pedal/internal/gateway/routedb"
 	"github.com/pedal-project/pedal/internal/jwtauth"
 	"github.com/pedal-project/pedal/internal/jwtauth/redisrevoke"
+	"github.com/pedal-project/pedal/internal/metadata/collect"
+	"github.com/pedal-project/pedal/internal/metadata/collect/rediscache"
 	"github.com/pedal-project/pedal/internal/metadata/taskstore"
 	"github.com/pedal-project/pedal/internal/ratelimit"
 	"github.com/pedal-project/pedal/internal/ratelimit/redislimit"
@@ -218,6 +222,8 @@ func openRoutes(ctx context.Context, cfg serveConfig) (*routedb.Store, error) {
 type sharedState struct {
 	limiter     ratelimit.Limiter
 	revocations jwtauth.Revocations
+	results     collect.Cache          // nil: in-process
+	fallback    gateway.FallbackStore // nil: in-process
 	closers     []func() error
 }
 
@@ -238,7 +244,24 @@ func openShared(cfg serveConfig, reg prometheus.Registerer) (*sharedState, error
 		lim.Close()
 		return nil, fmt.Errorf("--cache: %w", err)
 	}
-	return &sharedState{limiter: lim, revocations: rev, closers: []func() error{lim.Close, rev.Close}}, nil
+	st := &sharedState{limiter: lim, revocations: rev, closers: []func() error{lim.Close, rev.Close}}
+	// The metadata result cache fails open (a miss), the breaker's fallback
+	// answers fail safe (no fallback): neither stops a request.
+	rc2, err := rediscache.New(rediscache.Config{Addr: rc.Addr, Username: rc.Username, Password: rc.Password, DB: rc.DB})
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("--cache: %w", err)
+	}
+	st.results = rc2
+	st.closers = append(st.closers, rc2.Close)
+	fb, err := redisfallback.New(redisfallback.Config{Addr: rc.Addr, Username: rc.Username, Password: rc.Password, DB: rc.DB}, reg)
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("--cache: %w", err)
+	}
+	st.fallback = fb
+	st.closers = append(st.closers, fb.Close)
+	return st, nil
 }
 
 func (s *sharedState) close() error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/pedal-project/pedal/internal/analytics/chtest"
@@ -82,6 +83,13 @@ func TestServeOnRealEngines(t *testing.T) {
 	task := waitTask(t, s.url, submitTask(t, s.url, fmt.Sprintf("http://pages.test:%s/", port)))
 	if res, _ := task["result"].(map[string]any); task["status"] != "SUCCEEDED" || res["title"] != "on real engines" {
 		t.Errorf("task %v", task)
+	}
+
+	// The result is cached in Redis, for every process.
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	defer rdb.Close()
+	if keys, err := rdb.Keys(t.Context(), "pedal:mdcache:*").Result(); err != nil || len(keys) != 1 {
+		t.Errorf("metadata results in Redis: %v %v", keys, err)
 	}
 
 	// A revocation kept in Redis.

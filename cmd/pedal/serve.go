@@ -385,7 +385,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	q := query.New(query.Config{}, store, pipe, logger.With("component", "query"))
 
-	md, err := openMetadata(ctx, cfg, log, logger, reg)
+	shared, err := openShared(cfg, reg)
+	if err != nil {
+		return err
+	}
+	defer shared.close()
+	md, err := openMetadata(ctx, cfg, log, shared.results, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -421,12 +426,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	} else if seeded {
 		logger.Info("stored the default routes", "routes", len(defaultRoutes()))
 	}
-	shared, err := openShared(cfg, reg)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer shared.close()
 	verifier, err := newVerifier(ctx, cfg, shared.revocations)
 	if err != nil {
 		ln.Close()
@@ -449,6 +448,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			ln.Close()
 			return err
+		}
+		if shared.fallback != nil {
+			gw.SetFallbackStore(shared.fallback)
 		}
 		handler = gw
 	} else {
@@ -685,7 +687,7 @@ const metadataTopicPartitions = 4
 
 // openMetadata opens the task store under the data dir, creates the
 // metadata topics and builds the API, the worker and the outbox relay.
-func openMetadata(ctx context.Context, cfg serveConfig, log eventLog, logger *slog.Logger, reg prometheus.Registerer) (*metadataService, error) {
+func openMetadata(ctx context.Context, cfg serveConfig, log eventLog, results collect.Cache, logger *slog.Logger, reg prometheus.Registerer) (*metadataService, error) {
 	for _, topic := range []string{taskstore.TopicTasks, taskstore.TopicResults} {
 		if err := log.CreateTopic(ctx, topic, metadataTopicPartitions); err != nil {
 			return nil, err
@@ -696,6 +698,7 @@ func openMetadata(ctx context.Context, cfg serveConfig, log eventLog, logger *sl
 		return nil, err
 	}
 	ccfg := cfg.Collect
+	ccfg.Cache = results
 	ccfg.Fetch = fetchConfig(cfg, logger.With("component", "fetch"), reg)
 	logger.Info("outbound fetch policy", "allowed_ports", ccfg.Fetch.AllowedPorts, "allow_cidrs", ccfg.Fetch.AllowCIDRs,
 		"deny_cidrs", ccfg.Fetch.DenyCIDRs, "dns_server", cfg.FetchDNSServer)
