@@ -222,7 +222,7 @@ func openRoutes(ctx context.Context, cfg serveConfig) (*routedb.Store, error) {
 type sharedState struct {
 	limiter     ratelimit.Limiter
 	revocations jwtauth.Revocations
-	results     collect.Cache          // nil: in-process
+	results     collect.Cache         // nil: in-process
 	fallback    gateway.FallbackStore // nil: in-process
 	closers     []func() error
 }
