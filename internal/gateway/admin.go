@@ -128,7 +128,7 @@ func decodeStrict(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &ValidationError{Field: "body", Msg: "not a valid JSON object of the expected members: " + err.Error()}
+		return &ValidationError{Field: "body", Msg: "not a valid JSON object of the expected members: " + err.Error(), Err: err}
 	}
 	return nil
 }
@@ -275,9 +275,17 @@ func (g *Gateway) putCluster(w http.ResponseWriter, r *http.Request) {
 	if c.MaxConcurrency == 0 {
 		c.MaxConcurrency = 1000
 	}
-	if c.Kind == routedb.KindInProcess {
-		writeValidation(w, r, &ValidationError{Field: "kind", Msg: "in-process clusters are this binary's own; only http clusters can be added"})
+	if c.Kind == routedb.KindInProcess || g.inproc[c.Name] != nil {
+		writeValidation(w, r, &ValidationError{Field: "kind", Msg: "in-process clusters are this binary's own; only http clusters can be added or changed"})
 		return
+	}
+	if cfg, err := g.store.Load(r.Context()); err == nil {
+		for _, old := range cfg.Clusters {
+			if old.Name == c.Name && old.Kind == routedb.KindInProcess {
+				writeValidation(w, r, &ValidationError{Field: "cluster", Msg: fmt.Sprintf("%q is an in-process cluster; it cannot become an http one", c.Name)})
+				return
+			}
+		}
 	}
 	if err := validateCluster(c, g.inproc); err != nil {
 		writeValidation(w, r, err)

@@ -43,7 +43,7 @@ func (g *Gateway) SetFallbackStore(s FallbackStore) {
 }
 
 // fallbackHeaders are the headers of an answer kept with it.
-var fallbackHeaders = []string{"Content-Type", "Content-Language", "Cache-Control", "Etag", "Last-Modified"}
+var fallbackHeaders = []string{"Content-Type", "Content-Encoding", "Content-Language", "Cache-Control", "Etag", "Last-Modified", "Vary"}
 
 // fallbackCache is the gateway's side of the fallback store: it bounds the
 // body size, keeps only the headers that describe the body, enforces the TTL

@@ -60,7 +60,13 @@ func TestFallbackStore(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Set-Cookie", "s=1")
+		w.Header().Set("X-Extra", "not kept")
+		switch r.URL.Path {
+		case "/up/personal":
+			w.Header().Set("Set-Cookie", "s=1") // personal: never kept
+		case "/up/private":
+			w.Header().Set("Cache-Control", "private, max-age=60")
+		}
 		if r.URL.Path == "/up/big" {
 			fmt.Fprintf(w, `{"pad": %q}`, strings.Repeat("x", 200))
 			return
@@ -76,7 +82,7 @@ func TestFallbackStore(t *testing.T) {
 	store := &flakyStore{m: map[string]FallbackEntry{}}
 	f.gw.SetFallbackStore(store)
 
-	for _, p := range []string{"/up/data", "/up/big", "/up/gone"} {
+	for _, p := range []string{"/up/data", "/up/big", "/up/gone", "/up/personal", "/up/private"} {
 		if a := f.do("GET", p, "user:alice", ""); a.status != 200 {
 			t.Fatalf("GET %s: %d", p, a.status)
 		}
@@ -88,11 +94,11 @@ func TestFallbackStore(t *testing.T) {
 	}
 	// The answers were stored after being sent: checked only now.
 	if n := store.len(); n != 2 {
-		t.Fatalf("%d entries stored, want 2 (the body over FallbackMaxBytes is not)", n)
+		t.Fatalf("%d entries stored, want 2 (not the body over FallbackMaxBytes, nor the personal or private answers)", n)
 	}
 	store.mu.Lock()
 	for _, e := range store.m {
-		if e.Code != 200 || e.Header.Get("Content-Type") != "application/json" || e.Header.Get("Set-Cookie") != "" || time.Since(e.At) > time.Minute {
+		if e.Code != 200 || e.Header.Get("Content-Type") != "application/json" || e.Header.Get("X-Extra") != "" || time.Since(e.At) > time.Minute {
 			t.Errorf("stored entry %+v", e)
 		}
 	}

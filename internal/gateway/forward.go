@@ -54,9 +54,17 @@ func (g *Gateway) forward(w *statusWriter, r *http.Request, rt *route, p princip
 		}
 		defer c.inflight.Add(-1)
 		cw := &captureWriter{statusWriter: w, capture: cacheKey != "", limit: g.cfg.FallbackMaxBytes}
-		handler.ServeHTTP(cw, r)
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					done(breaker.Failure) // a panicking handler must not hold a probe slot
+					panic(v)
+				}
+			}()
+			handler.ServeHTTP(cw, r)
+		}()
 		done(g.outcome(ctx, r, cw.code, nil))
-		if cw.capture && cw.code >= 200 && cw.code < 300 {
+		if cw.capture && cw.code >= 200 && cw.code < 300 && cacheable(cw.Header()) {
 			g.fallback.put(ctx, cacheKey, cw.code, cw.Header(), cw.buf.Bytes())
 		}
 		return
@@ -209,8 +217,10 @@ func (g *Gateway) attempt(ctx context.Context, r *http.Request, rt *route, ep *e
 	}
 	defer span.End()
 	u := *ep.base
+	// Forward the path as the client escaped it: decoding %2F here would let a
+	// request the gateway routed as one segment reach the upstream as several.
 	u.Path = ep.base.Path + r.URL.Path
-	u.RawPath = ""
+	u.RawPath = ep.base.EscapedPath() + r.URL.EscapedPath()
 	u.RawQuery = r.URL.RawQuery
 	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), nil)
 	if err != nil {
@@ -263,11 +273,16 @@ func (g *Gateway) copyResponse(w *statusWriter, resp *http.Response, cacheKey st
 	for k, v := range resp.Header {
 		h[k] = v
 	}
+	for _, f := range resp.Header.Values("Connection") {
+		for _, k := range strings.Split(f, ",") {
+			h.Del(strings.TrimSpace(k))
+		}
+	}
 	for _, k := range hopHeaders {
 		h.Del(k)
 	}
 	w.WriteHeader(resp.StatusCode)
-	cw := &captureWriter{statusWriter: w, capture: cacheKey != "" && resp.StatusCode >= 200 && resp.StatusCode < 300,
+	cw := &captureWriter{statusWriter: w, capture: cacheKey != "" && resp.StatusCode >= 200 && resp.StatusCode < 300 && cacheable(resp.Header),
 		limit: g.cfg.FallbackMaxBytes, code: resp.StatusCode}
 	if _, err := io.Copy(cw, resp.Body); err != nil {
 		return // the client or the upstream went away mid-body; nothing to cache
@@ -311,7 +326,18 @@ func (w *captureWriter) Unwrap() http.ResponseWriter { return w.statusWriter }
 // fallbackKey names a GET answer: by URL and caller, so that one caller's
 // answer is never served to another.
 func fallbackKey(r *http.Request, p principal.Principal) string {
-	return r.Host + "\x00" + r.URL.RequestURI() + "\x00" + p.Subject + "\x00" + r.Header.Get("Accept")
+	return r.Host + "\x00" + r.URL.RequestURI() + "\x00" + p.Subject + "\x00" + p.Role + "\x00" +
+		r.Header.Get("Accept") + "\x00" + r.Header.Get("Accept-Encoding")
+}
+
+// cacheable reports whether an answer may be kept as a fallback: not one an
+// upstream marked private, personal or unrepeatable.
+func cacheable(h http.Header) bool {
+	if h.Get("Set-Cookie") != "" || h.Get("Vary") == "*" {
+		return false
+	}
+	cc := strings.ToLower(h.Get("Cache-Control"))
+	return !strings.Contains(cc, "no-store") && !strings.Contains(cc, "private")
 }
 
 // retryBudget allows retries up to a fraction of requests, as Finagle's

@@ -299,7 +299,14 @@ func (g *Gateway) load(ctx context.Context) error {
 		return err
 	}
 	g.localize(&cfg)
-	t, err := buildTable(cfg, g.inproc, g.clusterFor, g.routeCounter)
+	// Validate the whole configuration before touching live cluster state, so
+	// that a refused one changes nothing.
+	_, err = buildTable(cfg, g.inproc, func(c routedb.Cluster) (*cluster, error) { return &cluster{name: c.Name}, nil },
+		func(string) *atomic.Int64 { return new(atomic.Int64) })
+	var t *table
+	if err == nil {
+		t, err = buildTable(cfg, g.inproc, g.clusterFor, g.routeCounter)
+	}
 	if err != nil {
 		msg := fmt.Sprintf("version %d: %v", cfg.Version, err)
 		g.lastErr.Store(&msg)
@@ -423,6 +430,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		// No route: let the mux say 404 or 405 (with Allow), as a problem.
 		sw := &headerOnly{h: http.Header{}}
 		h.ServeHTTP(sw, r)
+		if loc := sw.h.Get("Location"); sw.code >= 300 && sw.code < 400 && loc != "" {
+			http.Redirect(w, r, loc, sw.code) // a path to clean, or a missing trailing slash
+			return
+		}
 		if allow := sw.h.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
@@ -467,8 +478,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		g.log.InfoContext(ctx, "access", attrs...)
 	}()
 	r = r.WithContext(ctx)
-	r.Header.Del("X-Pedal-Subject")
-	r.Header.Del("X-Pedal-Role")
+	stripIdentity(r.Header)
 
 	reject := func(status int, why, detail string, retryAfter time.Duration) {
 		reason = why
@@ -539,6 +549,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(principal.With(r.Context(), p))
 	}
 	g.forward(sw, r, rt, p, authed, reject)
+}
+
+// stripIdentity removes the identity headers the gateway sets, and their
+// look-alikes with underscores (which CGI-style upstreams read as the same).
+func stripIdentity(h http.Header) {
+	for k := range h {
+		if n := strings.ToLower(strings.ReplaceAll(k, "_", "-")); strings.HasPrefix(n, "x-pedal-") {
+			delete(h, k)
+		}
+	}
 }
 
 // clientAddr is the address a request came from (the peer: proxies in front

@@ -42,9 +42,13 @@ type ValidationError struct {
 	Field    string
 	Conflict bool
 	Msg      string
+	Err      error // the cause, when there is one
 }
 
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Msg }
+
+// Unwrap returns the underlying error, if any.
+func (e *ValidationError) Unwrap() error { return e.Err }
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
@@ -75,6 +79,9 @@ func validateRoute(r routedb.Route, clusters map[string]routedb.Cluster, inproc 
 	c, ok := clusters[r.TargetCluster]
 	if !ok {
 		return bad("target_cluster", "%q: no such cluster", r.TargetCluster)
+	}
+	if r.TargetCluster == ClusterAdmin && r.Auth != routedb.AuthAdmin {
+		return bad("auth", "routes to the admin cluster must be admin-only")
 	}
 	if c.Kind == routedb.KindInProcess && inproc[c.Name] == nil {
 		return bad("target_cluster", "%q: an in-process cluster this binary does not serve", r.TargetCluster)
