@@ -176,6 +176,11 @@ func TestRolesInSeparateProcesses(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The caller's identity crosses to the back: metadata tasks stay their requester's.
+	alice := mintTestToken(t, "alice")
+	if code, _, m := call(t, "POST", front.url+"/v1/metadata/collect", alice, `{"target_url": "https://news.example/", "requested_by": "bob"}`); code != 403 {
+		t.Errorf("alice collecting for bob through the front: %d %v", code, m)
+	}
 	// The front answers no query itself, and the back no click.
 	if code, _, _ := call(t, "POST", back.url+"/v1/clicks", "", `[{"click_id":"x","ad_id":"y"}]`); code != 404 {
 		t.Errorf("POST /v1/clicks on the back: %d, want 404", code)

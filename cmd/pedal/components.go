@@ -13,6 +13,7 @@ import (
 	"github.com/pedal-project/pedal/internal/analytics"
 	"github.com/pedal-project/pedal/internal/clicks"
 	"github.com/pedal-project/pedal/internal/clicks/query"
+	"github.com/pedal-project/pedal/internal/principal"
 )
 
 // The roles of pedal serve (--components), as Grafana Loki's -target.
@@ -92,11 +93,27 @@ func internalMux(services map[string]http.Handler) http.Handler {
 	for _, c := range []string{clusterClicks, clusterQuery, clusterMetadata} {
 		if h := services[c]; h != nil {
 			for _, p := range servicePaths[c] {
-				mux.Handle(p, h)
+				mux.Handle(p, callerFromGateway(h))
 			}
 		}
 	}
 	return mux
+}
+
+// callerFromGateway gives the services the caller a gateway in another
+// process authenticated, from the headers only a gateway sets (it removes
+// them from clients' requests). This address must stay internal.
+func callerFromGateway(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sub := r.Header.Get("X-Pedal-Subject"); sub != "" {
+			role := r.Header.Get("X-Pedal-Role")
+			if role != principal.RoleAdmin {
+				role = principal.RoleUser
+			}
+			r = r.WithContext(principal.With(r.Context(), principal.Principal{Subject: sub, Role: role}))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // servicePaths are the path prefixes each service answers.
