@@ -482,6 +482,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if cfg.Components[roleRelay] {
 		g.Go(func() error { return md.relay.Run(gctx) })
+		g.Go(func() error {
+			requeueLostTasks(gctx, md.store, max(10*time.Minute, 4*cfg.Collect.Timeout), logger.With("component", "metadata"))
+			return nil
+		})
 	}
 	if cfg.Components[roleMetadata] {
 		g.Go(func() error { return md.worker.Run(gctx) })
@@ -671,6 +675,28 @@ func fetchConfig(cfg serveConfig, logger *slog.Logger, reg prometheus.Registerer
 		logger.Warn("outbound fetch blocked", "reason", reason, "host", host)
 	}
 	return fc
+}
+
+// requeueLostTasks publishes again, every minute, the requests of tasks left
+// unfinished for longer than olderThan without a pending event (see
+// taskstore.Store.Requeue), so that no accepted task is ever lost.
+func requeueLostTasks(ctx context.Context, store *taskstore.Store, olderThan time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := store.Requeue(ctx, olderThan)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("requeue unfinished tasks", "err", err)
+		case n > 0:
+			logger.Warn("requeued unfinished tasks whose request was lost", "tasks", n, "older_than", olderThan)
+		}
+	}
 }
 
 // metadataService is the URL-metadata service's parts.

@@ -1,11 +1,13 @@
 package metadata
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -132,14 +134,16 @@ func (w *Worker) consume(ctx context.Context, part int32, tr *tracker, ready cha
 			close(ready)
 		}
 	}()
-	next, err := w.log.CommittedOffset(ctx, w.cfg.Group, taskstore.TopicTasks, part)
-	if err != nil {
-		return fmt.Errorf("metadata worker: partition %d: %w", part, err)
-	}
-	if next < 0 {
-		if next, _, err = w.log.Offsets(ctx, taskstore.TopicTasks, part); err != nil {
-			return fmt.Errorf("metadata worker: partition %d: %w", part, err)
+	var next int64
+	err := w.retryLog(ctx, part, "read the committed position", func() error {
+		var err error
+		if next, err = w.log.CommittedOffset(ctx, w.cfg.Group, taskstore.TopicTasks, part); err == nil && next < 0 {
+			next, _, err = w.log.Offsets(ctx, taskstore.TopicTasks, part)
 		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	tr.next, tr.committed = next, next
 	close(ready)
@@ -150,16 +154,33 @@ func (w *Worker) consume(ctx context.Context, part int32, tr *tracker, ready cha
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, eventlog.ErrOffsetOutOfRange):
-			start, _, oerr := w.log.Offsets(ctx, taskstore.TopicTasks, part)
-			if oerr != nil {
-				return fmt.Errorf("metadata worker: partition %d: %w", part, oerr)
+			var start, end int64
+			if err := w.retryLog(ctx, part, "read the log's offsets", func() error {
+				var err error
+				start, end, err = w.log.Offsets(ctx, taskstore.TopicTasks, part)
+				return err
+			}); err != nil {
+				return err
 			}
-			w.lg.ErrorContext(ctx, "tasks were deleted by log retention before they were processed; skipping ahead",
-				"partition", part, "from", tr.fetchFrom(), "to", start)
-			tr.skipTo(start)
+			from := tr.fetchFrom()
+			to := max(start, min(from, end)) // forward only, within the log
+			if to == from {
+				continue
+			}
+			// The store still has these tasks; Requeue finds them again.
+			w.lg.ErrorContext(ctx, "tasks are no longer in the log (retention); skipping ahead",
+				"partition", part, "from", from, "to", to)
+			tr.skipTo(to)
 			continue
-		case err != nil:
+		case errors.Is(err, eventlog.ErrUnknownTopic), errors.Is(err, eventlog.ErrBadPartition), errors.Is(err, eventlog.ErrClosed):
 			return fmt.Errorf("metadata worker: partition %d: %w", part, err)
+		case err != nil:
+			// A broker or disk hiccup: wait and read again, without stopping the process.
+			w.lg.WarnContext(ctx, "read the tasks topic; retrying", "partition", part, "err", err)
+			if retry.Sleep(ctx, retry.FullJitter(100*time.Millisecond, 5*time.Second, 3)) != nil {
+				return nil
+			}
+			continue
 		}
 		for _, rec := range recs {
 			select {
@@ -182,6 +203,27 @@ func (w *Worker) consume(ctx context.Context, part int32, tr *tracker, ready cha
 					tr.finish(off)
 				}
 			})
+		}
+	}
+}
+
+// retryLog calls f until it succeeds or ctx ends (then it returns nil:
+// shutting down is not a failure); only a missing topic or partition, or a
+// closed log, is returned as an error.
+func (w *Worker) retryLog(ctx context.Context, part int32, what string, f func() error) error {
+	for n := 0; ; n++ {
+		err := f()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, eventlog.ErrUnknownTopic), errors.Is(err, eventlog.ErrBadPartition), errors.Is(err, eventlog.ErrClosed):
+			return fmt.Errorf("metadata worker: partition %d: %s: %w", part, what, err)
+		case ctx.Err() != nil:
+			return nil
+		}
+		w.lg.WarnContext(ctx, what+"; retrying", "partition", part, "err", err)
+		if retry.Sleep(ctx, retry.FullJitter(100*time.Millisecond, 5*time.Second, n)) != nil {
+			return nil
 		}
 	}
 }
@@ -231,19 +273,15 @@ func decodeTask(v []byte) (taskstore.RequestedEvent, error) {
 	return ev, nil
 }
 
-// hostOf is the politeness key of a URL: its host, lower-cased.
+// hostOf is the politeness key of a URL: its host name, lower-cased, without
+// a port or a trailing dot, so that one host cannot be reached under several
+// keys.
 func hostOf(raw string) string {
-	rest := raw
-	if i := strings.Index(rest, "://"); i >= 0 {
-		rest = rest[i+3:]
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
 	}
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		rest = rest[:i]
-	}
-	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	return strings.ToLower(rest)
+	return strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 }
 
 // process carries out one task. It returns false when ctx ended first, so
@@ -285,6 +323,7 @@ func (w *Worker) process(ctx context.Context, ev taskstore.RequestedEvent) bool 
 		if o.Result, err = json.Marshal(out.Result); err != nil {
 			o = taskstore.Outcome{ErrorCode: "internal_error", ErrorMessage: "the result could not be encoded"}
 		}
+		o.Result = withoutNUL(o.Result)
 	case errors.As(err, &cerr):
 		o = taskstore.Outcome{ErrorCode: cerr.Code, ErrorMessage: cerr.Message}
 	default:
@@ -337,10 +376,14 @@ func (t *tracker) fetchFrom() int64 {
 	return t.next
 }
 
+// skipTo moves the next offset to fetch. Moving back (a log truncated under
+// us) forgets the unfinished offsets from there on: they are read again.
 func (t *tracker) skipTo(off int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.next = off
+	i := sort.Search(len(t.open), func(i int) bool { return t.open[i] >= off })
+	t.open = t.open[:i]
 }
 
 func (t *tracker) add(off int64) {
@@ -478,4 +521,34 @@ func newWorkerMetrics(reg prometheus.Registerer) *workerMetrics {
 			Help: "Tasks read from the log and waiting for a worker or for their host's concurrency limit.",
 		}),
 	}
+}
+
+// withoutNUL replaces the escape \u0000 in JSON text by \ufffd: a page's
+// JSON-LD or oEmbed answer may hold one, and PostgreSQL's jsonb refuses it,
+// which would fail the task's completion forever.
+func withoutNUL(b []byte) []byte {
+	const esc = `\u0000`
+	if !bytes.Contains(b, []byte(esc)) {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			out = append(out, b[i])
+			continue
+		}
+		if bytes.HasPrefix(b[i:], []byte(esc)) {
+			out = append(out, `\ufffd`...)
+			i += len(esc) - 1
+			continue
+		}
+		// Another escape: copy it whole, so that an escaped backslash
+		// followed by "u0000" is left alone.
+		out = append(out, b[i])
+		if i+1 < len(b) {
+			i++
+			out = append(out, b[i])
+		}
+	}
+	return out
 }

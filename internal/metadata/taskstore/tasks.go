@@ -427,3 +427,70 @@ const (
 	TopicTasks   = "metadata.tasks"   // requested tasks, keyed by task id, for the workers
 	TopicResults = "metadata.results" // finished tasks, keyed by task id, for whoever wants them
 )
+
+// Requeue publishes again, through the outbox, the request of every task
+// still QUEUED or RUNNING whose last change is older than olderThan and that
+// has no event waiting in the outbox: tasks whose event was lost (marked
+// FAILED after repeated publish failures, or dropped from the log by
+// retention before a worker read it) or whose worker died without a trace.
+// Workers skip a task that finished in between, so a spurious requeue costs
+// one lookup. It returns how many tasks it requeued.
+func (s *Store) Requeue(ctx context.Context, olderThan time.Duration) (int, error) {
+	now, ts := s.stamp()
+	cutoff := any(now.Add(-olderThan))
+	if !s.pg {
+		cutoff = now.Add(-olderThan).Format(outbox.TimeFormat)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT t.task_id FROM metadata_tasks t
+		WHERE t.status IN ('QUEUED', 'RUNNING') AND t.updated_at < ?
+		AND NOT EXISTS (SELECT 1 FROM transactional_outbox o
+			WHERE o.aggregate_id = t.task_id AND o.status = 'PENDING')
+		ORDER BY t.created_at LIMIT 1000`), cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("taskstore: requeue: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("taskstore: requeue: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("taskstore: requeue: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return n, fmt.Errorf("taskstore: requeue: %w", err)
+		}
+		t, err := s.getTask(ctx, tx, id, s.pg)
+		if err != nil || (t.Status != Queued && t.Status != Running) {
+			tx.Rollback()
+			continue
+		}
+		payload, err := json.Marshal(RequestedEvent{TaskID: t.ID, TargetURL: t.TargetURL, RequestedBy: t.RequestedBy,
+			Options: t.Options, CreatedAt: t.CreatedAt})
+		if err == nil {
+			_, err = s.enqueue(ctx, tx, outbox.Message{AggregateType: AggregateType, AggregateID: t.ID,
+				EventType: EventTaskRequested, Payload: payload, CreatedAt: now})
+		}
+		if err == nil {
+			_, err = tx.ExecContext(ctx, s.q(`UPDATE metadata_tasks SET updated_at = ? WHERE task_id = ?`), ts, id)
+		}
+		if err == nil {
+			err = tx.Commit()
+		} else {
+			tx.Rollback()
+		}
+		if err != nil {
+			return n, fmt.Errorf("taskstore: requeue %s: %w", id, err)
+		}
+		n++
+	}
+	return n, nil
+}

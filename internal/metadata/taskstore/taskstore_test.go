@@ -422,3 +422,47 @@ func TestReplicaReadsFallBackToPrimary(t *testing.T) {
 		t.Error("a replica for SQLite was accepted")
 	}
 }
+
+// TestRequeueFindsLostTasks: a task whose request event is no longer pending
+// (published and lost, or FAILED) is requeued once it is old enough; a task
+// with a pending event, a finished one and a recent one are not.
+func TestRequeueFindsLostTasks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		s, _ := b.openStore(t)
+		ctx := t.Context()
+		clock := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+		s.now = func() time.Time { return clock }
+		lost, _, err := s.CreateTask(ctx, NewTask{TargetURL: "https://a.example/", RequestedBy: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.CreateTask(ctx, NewTask{TargetURL: "https://b.example/", RequestedBy: "x"}); err != nil { // its event stays pending
+			t.Fatal(err)
+		}
+		done, _, _ := s.CreateTask(ctx, NewTask{TargetURL: "https://c.example/", RequestedBy: "x"})
+		if _, err := s.Finish(ctx, done.ID, Outcome{ErrorCode: "timeout", ErrorMessage: "slow"}); err != nil {
+			t.Fatal(err)
+		}
+		// The lost task's event was published (and then lost), or marked FAILED.
+		if _, err := s.db.ExecContext(ctx, s.q(`UPDATE transactional_outbox SET status = 'FAILED' WHERE aggregate_id = ?`), lost.ID); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.Requeue(ctx, 10*time.Minute); err != nil || n != 0 {
+			t.Fatalf("requeue of recent tasks: %d, %v", n, err)
+		}
+		clock = clock.Add(11 * time.Minute)
+		if n, err := s.Requeue(ctx, 10*time.Minute); err != nil || n != 1 {
+			t.Fatalf("requeue: %d, %v; want the lost task only", n, err)
+		}
+		var count int
+		s.db.QueryRowContext(ctx, s.q(`SELECT count(*) FROM transactional_outbox WHERE aggregate_id = ? AND status = 'PENDING' AND event_type = ?`),
+			lost.ID, EventTaskRequested).Scan(&count)
+		if count != 1 {
+			t.Errorf("%d pending requests for the lost task", count)
+		}
+		// Requeued once: a second pass finds its event pending.
+		if n, _ := s.Requeue(ctx, 10*time.Minute); n != 0 {
+			t.Errorf("second requeue: %d", n)
+		}
+	})
+}
