@@ -399,6 +399,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			logger.Error("close metadata task store", "err", err)
 		}
 	}()
+	defer md.col.Close() // before the store: fetches in flight record their attempts
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -702,6 +703,7 @@ func requeueLostTasks(ctx context.Context, store *taskstore.Store, olderThan tim
 // metadataService is the URL-metadata service's parts.
 type metadataService struct {
 	store  *taskstore.Store
+	col    *collect.Collector
 	api    *metadata.API
 	worker *metadata.Worker
 	relay  *outbox.Relay
@@ -743,6 +745,7 @@ func openMetadata(ctx context.Context, cfg serveConfig, log eventLog, results co
 	relay.Publisher = outbox.LogPublisher{Log: log, Topic: taskstore.Topic}
 	return &metadataService{
 		store:  store,
+		col:    col,
 		api:    metadata.NewAPI(store, col, est, logger.With("component", "metadata")),
 		worker: metadata.NewWorker(cfg.MetadataWorker, log, store, col, est, logger.With("component", "metadata"), reg),
 		relay:  &relay,

@@ -37,6 +37,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -202,6 +203,10 @@ type Collector struct {
 	now     func() time.Time
 
 	cacheWarned atomic.Int64 // unix nanos of the last cache error logged, to log at most one per 10 s
+
+	base     context.Context // shared fetches run under it; Close cancels it
+	stop     context.CancelFunc
+	inFlight sync.WaitGroup
 }
 
 // client is the part of safehttp's client the Collector uses.
@@ -223,6 +228,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Collector 
 		log:     logger,
 		now:     time.Now,
 	}
+	c.base, c.stop = context.WithCancel(context.Background())
 	c.hosts = newHostTable(cfg, c.metrics)
 	switch {
 	case cfg.CacheTTL < 0:
@@ -232,6 +238,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Collector 
 		c.cache = &memoryCache{c: newCache(cfg.CacheTTL, cfg.CacheEntries), now: func() time.Time { return c.now() }}
 	}
 	return c
+}
+
+// Close cancels the fetches in flight and waits for them to end; use the
+// Collector no more afterwards.
+func (c *Collector) Close() {
+	c.stop()
+	c.inFlight.Wait()
+	c.client.CloseIdleConnections()
 }
 
 // Config returns the configuration in effect, defaults applied.
@@ -271,7 +285,9 @@ func (c *Collector) Collect(ctx context.Context, rawURL string, opt Options, onA
 		leader = true
 		// The fetch serves every caller waiting on it: it is bounded by the
 		// Timeout, not by the first caller's context.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
+		c.inFlight.Add(1)
+		defer c.inFlight.Done()
+		fctx, cancel := context.WithTimeout(c.base, c.cfg.Timeout)
 		defer cancel()
 		start := c.now()
 		out, err := c.collect(fctx, u, opt, onAttempt)

@@ -2,6 +2,7 @@ package collect
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"image"
@@ -373,5 +374,33 @@ func TestRetryAfter(t *testing.T) {
 		if got := retryAfter(v, now); got != want {
 			t.Errorf("Retry-After %q: %v, want %v", v, got, want)
 		}
+	}
+}
+
+// TestCloseEndsSharedFetches: a fetch outlives the caller that started it
+// (others may share it), but not the Collector.
+func TestCloseEndsSharedFetches(t *testing.T) {
+	started := make(chan struct{}, 1)
+	c, _, _ := newTest(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-r.Context().Done()
+	}), Config{CacheTTL: -1, Timeout: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Collect(ctx, "http://slow.example/", Options{}, nil)
+		errc <- err
+	}()
+	<-started
+	cancel()
+	if err := <-errc; err != context.Canceled {
+		t.Fatalf("the caller's Collect: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end the fetch in flight")
 	}
 }
