@@ -254,18 +254,28 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.
 func (g *Gateway) Run(ctx context.Context) error {
 	reload := time.NewTicker(g.cfg.ReloadInterval)
 	defer reload.Stop()
-	health := time.NewTicker(g.cfg.HealthInterval)
-	defer health.Stop()
 	defer g.transport.CloseIdleConnections()
+	// Health checks on their own: a hanging upstream must not delay reloads.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		health := time.NewTicker(g.cfg.HealthInterval)
+		defer health.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-health.C:
+				g.checkHealth(ctx)
+			}
+		}
+	})
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-reload.C:
 		case <-g.reload:
-		case <-health.C:
-			g.checkHealth(ctx)
-			continue
 		}
 		v, err := g.store.Version(ctx)
 		if err != nil {
@@ -314,6 +324,7 @@ func (g *Gateway) load(ctx context.Context) error {
 		return errors.New(msg)
 	}
 	g.table.Store(t)
+	g.forgetClusters(t)
 	empty := ""
 	g.lastErr.Store(&empty)
 	g.m.reloads.WithLabelValues("loaded").Inc()
@@ -366,6 +377,24 @@ func (g *Gateway) warnEvery(last *atomic.Int64, msg string, err error) {
 		return
 	}
 	g.log.Warn(msg, "err", err)
+}
+
+// forgetClusters drops the state of clusters the table t no longer has, and
+// their endpoints' metrics; a cluster that returns starts afresh.
+func (g *Gateway) forgetClusters(t *table) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for name, c := range g.clusters {
+		if _, ok := t.clusters[name]; ok {
+			continue
+		}
+		_, _, eps := c.snapshot()
+		for _, e := range eps {
+			g.m.endpointUp.DeleteLabelValues(name, e.raw)
+		}
+		g.m.breakerState.DeleteLabelValues(name)
+		delete(g.clusters, name)
+	}
 }
 
 // routeCounter returns the in-flight counter of a route, the same across tables.
