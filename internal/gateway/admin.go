@@ -177,7 +177,11 @@ func (g *Gateway) putRoute(w http.ResponseWriter, r *http.Request) {
 	if req.RateLimitBurst != nil {
 		rt.RateLimitBurst = *req.RateLimitBurst
 	}
-	// Validate the whole configuration as it would be with this route.
+	// Validate the whole configuration as it would be with this route, and
+	// store it, with no other change of this gateway in between (two
+	// overlapping patterns validated apart would both pass).
+	g.adminMu.Lock()
+	defer g.adminMu.Unlock()
 	cfg, err := g.store.Load(r.Context())
 	if err != nil {
 		httpjson.Error(w, r, g.log, http.StatusServiceUnavailable, "the routes could not be read", err)

@@ -181,6 +181,7 @@ type Gateway struct {
 	reload  chan struct{}
 
 	authWarned, limiterWarned atomic.Int64 // unix nanos of the last warning, to log at most one per 10 s
+	adminMu                   sync.Mutex   // serialises validate-then-store of admin changes
 
 	mu       sync.Mutex
 	clusters map[string]*cluster

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -126,5 +127,29 @@ func TestAdminGuards(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 204 {
 		t.Errorf("revoke with an empty chunked body: %d", resp.StatusCode)
+	}
+}
+
+// TestConcurrentOverlappingRoutes: of two overlapping patterns put at once,
+// one is refused, so the configuration stays loadable.
+func TestConcurrentOverlappingRoutes(t *testing.T) {
+	routes, clusters, inproc := baseRoutes()
+	f := newFixture(t, Config{}, inproc, routes, clusters)
+	for i := range 20 {
+		codes := make(chan int, 2)
+		for j, body := range []string{
+			fmt.Sprintf(`{"path_pattern": "GET /c%d/x/{a}", "target_cluster": "query"}`, i),
+			fmt.Sprintf(`{"path_pattern": "GET /c%d/{b}/y", "target_cluster": "query"}`, i),
+		} {
+			id := fmt.Sprintf("r%d-%d", i, j)
+			go func() { codes <- f.do("PUT", "/v1/admin/routes/"+id, "admin:root", body).status }()
+		}
+		a, b := <-codes, <-codes
+		if min(a, b) != 201 || max(a, b) != 409 {
+			t.Fatalf("round %d: %d and %d; want one created (201) and one refused (409)", i, a, b)
+		}
+	}
+	if f.gw.Status().LastError != "" {
+		t.Errorf("a refused configuration: %s", f.gw.Status().LastError)
 	}
 }
