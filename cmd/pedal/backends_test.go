@@ -50,27 +50,7 @@ func TestServeOnRealEngines(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("post clicks: %v %v", ok, err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var top struct {
-			Ads []struct {
-				AdID   string `json:"ad_id"`
-				Clicks int    `json:"clicks"`
-			} `json:"ads"`
-		}
-		getJSONTo(t, http.DefaultClient, s.url+"/v1/ads/top?window=1h&limit=100", &top)
-		total := 0
-		for _, a := range top.Ads {
-			total += a.Clicks
-		}
-		if total == 40 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 40 clicks counted after 30s: %+v", total, top)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitTotalClicks(t, s.url, 40)
 	_, metrics := get(t, s.url+"/metrics")
 	for _, want := range []string{"pedal_kafkalog_appended_records_total 40", "pedal_analytics_ch_inserts_total"} {
 		if !strings.Contains(metrics, want) {
@@ -156,26 +136,7 @@ func TestRolesInSeparateProcesses(t *testing.T) {
 	if code, _, _ := call(t, "GET", back.url+"/v1/pipeline/status", "", ""); code != 200 {
 		t.Errorf("the back's query API: %d", code)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var top struct {
-			Ads []struct {
-				Clicks int `json:"clicks"`
-			} `json:"ads"`
-		}
-		getJSONTo(t, http.DefaultClient, front.url+"/v1/ads/top?window=1h&limit=100", &top)
-		total := 0
-		for _, a := range top.Ads {
-			total += a.Clicks
-		}
-		if total == 30 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 30 clicks counted through the front after 30s", total)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitTotalClicks(t, front.url, 30)
 	// The caller's identity crosses to the back: metadata tasks stay their requester's.
 	alice := mintTestToken(t, "alice")
 	if code, _, m := call(t, "POST", front.url+"/v1/metadata/collect", alice, `{"target_url": "https://news.example/", "requested_by": "bob"}`); code != 403 {
@@ -187,5 +148,30 @@ func TestRolesInSeparateProcesses(t *testing.T) {
 	}
 	if code, _, _ := call(t, "GET", front.url+"/v1/ads/top", "", ""); code != 401 {
 		t.Errorf("the front without a token: %d, want 401", code)
+	}
+}
+
+// waitTotalClicks waits until the top ads of the last hour add up to want clicks.
+func waitTotalClicks(t *testing.T, base string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var top struct {
+			Ads []struct {
+				Clicks int `json:"clicks"`
+			} `json:"ads"`
+		}
+		getJSONTo(t, http.DefaultClient, base+"/v1/ads/top?window=1h&limit=100", &top)
+		total := 0
+		for _, a := range top.Ads {
+			total += a.Clicks
+		}
+		if total == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d clicks counted after 30s", total, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
