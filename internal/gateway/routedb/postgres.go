@@ -2,28 +2,21 @@ package routedb
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pedal-project/pedal/internal/pgdb"
 )
 
-// Advisory lock keys (pg_advisory_xact_lock). migrationLock is the task
-// store's key too, so all of pedal's migrations on one database take turns.
-const (
-	migrationLock = 0x7065_6461_6c5f_6d67 // "pedal_mg"
-	seedLock      = 0x7065_6461_6c5f_7273 // "pedal_rs"
-)
+// seedLock is the pg_advisory_xact_lock key that makes one gateway seed the
+// default routes when several start at once.
+const seedLock = 0x7065_6461_6c5f_7273 // "pedal_rs"
 
 // notifyChannel is the channel migrations/postgres/0002_route_policies.sql
 // notifies on every change.
@@ -39,83 +32,17 @@ func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("routedb: open postgres: %w", err)
 	}
 	db := stdlib.OpenDB(*cfg)
-	if err := migratePostgres(ctx, db, migrations, "migrations/postgres"); err != nil {
+	// Its own migrations table: the task store may share the database and
+	// numbers its migrations from 1 too.
+	if err := pgdb.Migrate(ctx, db, migrations, "migrations/postgres", "routedb_schema_migrations"); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("routedb: open postgres: %w", err)
 	}
 	return &Store{db: db, pg: cfg}, nil
 }
 
-// migratePostgres applies the migrations in dir not yet recorded in
-// routedb_schema_migrations, all in one transaction under an advisory lock:
-// a second process starting at the same time waits, then finds them
-// recorded. It is the task store's migratePostgres but for the table name:
-// both number their migrations from 1, so they cannot share the task store's
-// schema_migrations when they share a database.
-func migratePostgres(ctx context.Context, db *sql.DB, migrations fs.FS, dir string) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
-		return fmt.Errorf("lock migrations: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS routedb_schema_migrations (
-		version INTEGER PRIMARY KEY,
-		name TEXT NOT NULL,
-		applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("create routedb_schema_migrations: %w", err)
-	}
-	names, err := fs.Glob(migrations, path.Join(dir, "*.sql"))
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := strings.TrimPrefix(name, dir+"/")
-		var version int
-		if _, err := fmt.Sscanf(base, "%d_", &version); err != nil || version <= 0 {
-			return fmt.Errorf("migration %s: name must start with a positive version", base)
-		}
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM routedb_schema_migrations WHERE version = $1`, version).Scan(&n); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if n > 0 {
-			continue
-		}
-		body, err := fs.ReadFile(migrations, name)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO routedb_schema_migrations (version, name) VALUES ($1, $2)`, version, base); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-	}
-	return tx.Commit()
-}
-
-// rebind turns SQLite's ? placeholders into PostgreSQL's $1, $2, … (the
-// store's queries hold no ? inside string literals).
-func rebind(query string) string {
-	var b strings.Builder
-	b.Grow(len(query) + 8)
-	n := 0
-	for i := 0; i < len(query); i++ {
-		if query[i] == '?' {
-			n++
-			b.WriteByte('$')
-			b.WriteString(strconv.Itoa(n))
-			continue
-		}
-		b.WriteByte(query[i])
-	}
-	return b.String()
-}
+// rebind turns ? placeholders into $n.
+func rebind(query string) string { return pgdb.Rebind(query) }
 
 // pgConstraintError classifies a write refused by PostgreSQL, as
 // constraintError does SQLite's.

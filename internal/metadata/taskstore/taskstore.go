@@ -23,13 +23,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/pedal-project/pedal/internal/sqlitedb"
+
+	"github.com/pedal-project/pedal/internal/pgdb"
 )
 
 //go:embed migrations/*.sql migrations/postgres/*.sql
@@ -60,7 +58,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("taskstore: open postgres: %w", err)
 	}
-	if err := migratePostgres(ctx, db, migrations, "migrations/postgres"); err != nil {
+	if err := pgdb.Migrate(ctx, db, migrations, "migrations/postgres", "schema_migrations"); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("taskstore: open postgres: %w", err)
 	}
@@ -88,59 +86,6 @@ func (s *Store) reader() *sql.DB {
 		return s.replica
 	}
 	return s.db
-}
-
-// migrationLock is the pg_advisory_xact_lock key serialising migrations.
-const migrationLock = 0x7065_6461_6c5f_6d67 // "pedal_mg"
-
-// migratePostgres applies the migrations in dir not yet in schema_migrations,
-// all in one transaction under an advisory lock: a second process starting at
-// the same time waits, then finds them recorded.
-func migratePostgres(ctx context.Context, db *sql.DB, migrations fs.FS, dir string) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
-		return fmt.Errorf("lock migrations: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY,
-		name TEXT NOT NULL,
-		applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
-	names, err := fs.Glob(migrations, path.Join(dir, "*.sql"))
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := strings.TrimPrefix(name, dir+"/")
-		var version int
-		if _, err := fmt.Sscanf(base, "%d_", &version); err != nil || version <= 0 {
-			return fmt.Errorf("migration %s: name must start with a positive version", base)
-		}
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, version).Scan(&n); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if n > 0 {
-			continue
-		}
-		body, err := fs.ReadFile(migrations, name)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, version, base); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
-		}
-	}
-	return tx.Commit()
 }
 
 // DB returns the database, for the outbox Relay.
