@@ -15,9 +15,9 @@
 //     skipped (taskstore.ErrFinished), one that was running is attempted again.
 //   - The Worker runs at most Config.Workers tasks at once and at most
 //     Config.PerHost per target host; tasks for a busy host wait without
-//     holding a worker, so one slow site does not starve the others, as long
-//     as its backlog fits in the Config.MaxPending tasks read ahead (beyond,
-//     reading waits until it drains).
+//     holding a worker, so one slow site does not starve the others; beyond
+//     Config.MaxWaitingPerHost waiting tasks of one host, more are deferred
+//     (left QUEUED, requeued later) rather than fill the read-ahead.
 //   - Taskstore.Requeue, run every minute by the relay role, publishes again
 //     the request of a task left unfinished without a pending event (an
 //     event marked FAILED, or dropped by log retention), so no accepted task

@@ -505,3 +505,58 @@ func TestTaskFailureCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestHostBacklogIsDeferred: beyond MaxWaitingPerHost, a host's tasks are
+// left QUEUED instead of filling the read-ahead, and Requeue brings them back.
+func TestHostBacklogIsDeferred(t *testing.T) {
+	gate := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("slow.example/", func(w http.ResponseWriter, r *http.Request) {
+		<-gate
+		io.WriteString(w, "<title>slow</title>")
+	})
+	mux.HandleFunc("news.example/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<title>fast</title>") })
+	s := newService(t, mux, WorkerConfig{Workers: 2, PerHost: 1, MaxWaitingPerHost: 3}, collect.Config{CacheTTL: -1})
+	var release sync.Once
+	open := func() { release.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	var slow []string
+	for i := range 10 {
+		slow = append(slow, s.submit(fmt.Sprintf("http://slow.example/%d", i), "", nil).body["task_id"].(string))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(s.worker.m.deferred) < 6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v tasks deferred, want 6 (1 running, 3 waiting)", testutil.ToFloat64(s.worker.m.deferred))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Another host is served meanwhile.
+	if task := s.wait(s.submit("http://news.example/", "", nil).body["task_id"].(string)); task["status"] != "SUCCEEDED" {
+		t.Fatalf("fast task: %v", task)
+	}
+	open()
+	time.Sleep(5 * time.Millisecond)
+	if n, err := s.store.Requeue(t.Context(), 0); err != nil || n < 6 {
+		t.Fatalf("requeue: %d, %v; want the 6 deferred tasks", n, err)
+	}
+	// Requeued tasks may be deferred again while the host drains; the relay
+	// role's sweep repeats (here faster than its minute).
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				s.store.Requeue(context.Background(), 50*time.Millisecond)
+			}
+		}
+	}()
+	for _, id := range slow {
+		if task := s.wait(id); task["status"] != "SUCCEEDED" {
+			t.Errorf("slow task %s: %v", id, task)
+		}
+	}
+}

@@ -40,6 +40,11 @@ type WorkerConfig struct {
 	// MaxPending bounds the tasks read from the log and not yet finished,
 	// running or waiting for their host; default 1024.
 	MaxPending int
+	// MaxWaitingPerHost bounds the tasks of one host waiting for its
+	// PerHost limit; more are deferred (left QUEUED, published again by
+	// taskstore.Store.Requeue later) so that one host's backlog cannot fill
+	// MaxPending. Default MaxPending/4.
+	MaxWaitingPerHost int
 	// Group is the consumer group whose positions the Worker commits;
 	// default "metadata-workers".
 	Group string
@@ -60,6 +65,9 @@ func (c *WorkerConfig) defaults() {
 	}
 	if c.Group == "" {
 		c.Group = "metadata-workers"
+	}
+	if c.MaxWaitingPerHost <= 0 {
+		c.MaxWaitingPerHost = max(c.MaxPending/4, 1)
 	}
 	if c.CommitInterval <= 0 {
 		c.CommitInterval = 200 * time.Millisecond
@@ -91,7 +99,7 @@ func NewWorker(cfg WorkerConfig, log Log, store *taskstore.Store, col *collect.C
 	}
 	m := newWorkerMetrics(reg)
 	return &Worker{cfg: cfg, log: log, store: store, col: col, est: est, lg: logger, m: m,
-		sched: newScheduler(cfg.Workers, cfg.PerHost, m), slots: make(chan struct{}, cfg.MaxPending)}
+		sched: newScheduler(cfg.Workers, cfg.PerHost, cfg.MaxWaitingPerHost, m), slots: make(chan struct{}, cfg.MaxPending)}
 }
 
 // Run consumes every partition of metadata.tasks until ctx is done, then
@@ -197,12 +205,21 @@ func (w *Worker) consume(ctx context.Context, part int32, tr *tracker, ready cha
 				continue
 			}
 			off := rec.Offset
-			w.sched.submit(hostOf(ev.TargetURL), func() {
+			accepted := w.sched.submit(hostOf(ev.TargetURL), func() {
 				defer func() { <-w.slots }()
 				if w.process(ctx, ev) {
 					tr.finish(off)
 				}
 			})
+			if !accepted {
+				// The host already has a full queue: leave the task QUEUED
+				// and move on, so that one host's backlog cannot fill the
+				// read-ahead; Requeue publishes it again later.
+				w.m.deferred.Inc()
+				w.lg.DebugContext(ctx, "task deferred: its host's queue is full", "task_id", ev.TaskID)
+				tr.finish(off)
+				<-w.slots
+			}
 		}
 	}
 }
@@ -425,11 +442,13 @@ func (t *tracker) committedTo(off int64) {
 // busy waits in the queue without taking a worker.
 type scheduler struct {
 	workers, perHost int
+	maxWaiting       int // per host
 	m                *workerMetrics
 
 	mu      sync.Mutex
 	running int
-	byHost  map[string]int
+	byHost  map[string]int // running
+	waiting map[string]int
 	queue   []job
 	wg      sync.WaitGroup
 }
@@ -439,15 +458,23 @@ type job struct {
 	run  func()
 }
 
-func newScheduler(workers, perHost int, m *workerMetrics) *scheduler {
-	return &scheduler{workers: workers, perHost: perHost, m: m, byHost: map[string]int{}}
+func newScheduler(workers, perHost, maxWaiting int, m *workerMetrics) *scheduler {
+	return &scheduler{workers: workers, perHost: perHost, maxWaiting: maxWaiting, m: m,
+		byHost: map[string]int{}, waiting: map[string]int{}}
 }
 
-func (s *scheduler) submit(host string, run func()) {
+// submit queues run for host, or reports false when the host already has
+// maxWaiting jobs waiting.
+func (s *scheduler) submit(host string, run func()) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.waiting[host] >= s.maxWaiting {
+		return false
+	}
+	s.waiting[host]++
 	s.queue = append(s.queue, job{host, run})
 	s.dispatch()
+	return true
 }
 
 // dispatch starts what may start; s.mu is held.
@@ -459,6 +486,9 @@ func (s *scheduler) dispatch() {
 			continue
 		}
 		s.queue = append(s.queue[:i], s.queue[i+1:]...)
+		if s.waiting[j.host]--; s.waiting[j.host] == 0 {
+			delete(s.waiting, j.host)
+		}
 		s.running++
 		s.byHost[j.host]++
 		s.wg.Go(func() {
@@ -484,6 +514,7 @@ type workerMetrics struct {
 	duration    prometheus.Histogram
 	queueWait   prometheus.Histogram
 	redelivered prometheus.Counter
+	deferred    prometheus.Counter
 	running     prometheus.Gauge
 	waiting     prometheus.Gauge
 }
@@ -507,6 +538,10 @@ func newWorkerMetrics(reg prometheus.Registerer) *workerMetrics {
 			Name:    "pedal_metadata_task_queue_seconds",
 			Help:    "Time from a task's creation to the start of its processing.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		deferred: f.NewCounter(prometheus.CounterOpts{
+			Name: "pedal_metadata_tasks_deferred_total",
+			Help: "Tasks left QUEUED because their host's wait queue was full; requeued later.",
 		}),
 		redelivered: f.NewCounter(prometheus.CounterOpts{
 			Name: "pedal_metadata_tasks_redelivered_total",
