@@ -110,7 +110,8 @@ func mintTestToken(t *testing.T, sub string) string {
 }
 
 // TestRolesInSeparateProcesses splits pedal into a front process (gateway and
-// ingestion) and a back one (aggregation, queries, metadata and its relay),
+// ingestion) and two back ones (one aggregating half the partitions and
+// serving queries, metadata and its relay; one aggregating the other half),
 // sharing Kafka, PostgreSQL and ClickHouse: clicks sent to the front are
 // counted by the back and queried through the front.
 func TestRolesInSeparateProcesses(t *testing.T) {
@@ -124,7 +125,10 @@ func TestRolesInSeparateProcesses(t *testing.T) {
 	defer kafka.Close()
 	shared := []string{"--partitions", "4", "--aggregate-flush-interval", "50ms",
 		"--log", "kafka://" + strings.Join(kafka.ListenAddrs(), ",") + "/", "--sql", pgtest.DSN(t), "--analytics", chtest.Start(t)}
-	back := startServer(t, append([]string{"--data-dir", t.TempDir(), "--components", "aggregate,query,metadata,relay"}, shared...)...)
+	// Two aggregators split the clicks topic's four partitions.
+	back := startServer(t, append([]string{"--data-dir", t.TempDir(), "--components", "aggregate,query,metadata,relay",
+		"--aggregate-partitions", "0-1"}, shared...)...)
+	startServer(t, append([]string{"--data-dir", t.TempDir(), "--components", "aggregate", "--aggregate-partitions", "2,3"}, shared...)...)
 	front := startServer(t, append([]string{"--data-dir", t.TempDir(), "--components", "gateway,ingest",
 		"--remote", "query=" + back.url + ",metadata=" + back.url}, shared...)...)
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -205,4 +206,35 @@ func checkDependencies(ctx context.Context, deps []dependency) []string {
 		}
 	}
 	return down
+}
+
+// parsePartitions reads a list of partitions and ranges ("0-7,12") of a topic
+// with n partitions; empty means all (nil).
+func parsePartitions(list string, n int32) ([]int32, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	seen := map[int32]bool{}
+	var out []int32
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		lo, hi, isRange := strings.Cut(item, "-")
+		a, err1 := strconv.ParseInt(strings.TrimSpace(lo), 10, 32)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.ParseInt(strings.TrimSpace(hi), 10, 32)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a || b >= int64(n) {
+			return nil, fmt.Errorf("--aggregate-partitions: %q: want partitions or ranges within 0-%d, like 0-7,12", item, n-1)
+		}
+		for p := int32(a); p <= int32(b); p++ {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -140,6 +140,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	sqlURL := f.String("sql", "", "metadata tasks and their outbox: empty for SQLite under --data-dir, or postgres://user@host:5432/db")
 	analyticsURL := f.String("analytics", "", "window totals: empty for the embedded store under --data-dir, or clickhouse://host:9000/db")
 	cacheURL := f.String("cache", "", "state shared by gateways (rate limits, token revocations): empty for in-process, or redis://host:6379/0")
+	aggParts := f.String("aggregate-partitions", "", "partitions of the clicks topic this process aggregates, e.g. 0-7,12 (default all); aggregators in several processes split them, each with its own --data-dir")
 	workers := f.Int("aggregate-workers", 0, "partitions aggregated at once (default half the CPUs, at least 1; the rest is left to ingestion)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
@@ -224,6 +225,9 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		FlushInterval:   *flushInterval,
 		IdleTimeout:     *idleTimeout,
 		Workers:         *workers,
+	}
+	if cfg.Aggregate.Partitions, err = parsePartitions(*aggParts, cfg.Partitions); err != nil {
+		return cfg, err
 	}
 	if *botFile != "" {
 		fh, err := os.Open(*botFile)

@@ -31,6 +31,11 @@ type Log interface {
 
 // Config tunes an Aggregator. Zero fields take the defaults of pedal serve.
 type Config struct {
+	// Partitions are the partitions of the clicks topic this aggregator owns;
+	// nil means all. Aggregators in several processes split the partitions
+	// between them this way, each with its own state directory.
+	Partitions []int32
+
 	DedupHorizon    time.Duration // default 10m
 	AllowedLateness time.Duration // default 30s
 	LateHorizon     time.Duration // default 1h
@@ -103,7 +108,8 @@ type Aggregator struct {
 	logger *slog.Logger
 	m      *metrics
 	bots   []string
-	parts  []*partition
+	parts  []*partition // the owned partitions, by increasing id
+	byID   []*partition // every partition of the topic; nil when not owned
 	rates  rates
 	sem    chan struct{} // a slot per worker
 }
@@ -143,16 +149,28 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 	}
 	a.m = newMetrics(reg, a)
 	start := time.Now()
-	a.parts = make([]*partition, n)
+	owned := cfg.Partitions
+	if owned == nil {
+		for i := range n {
+			owned = append(owned, i)
+		}
+	}
+	for _, i := range owned {
+		if i < 0 || i >= n {
+			db.Close()
+			return nil, fmt.Errorf("aggregator: partition %d: the clicks topic has partitions 0 to %d", i, n-1)
+		}
+	}
+	a.byID = make([]*partition, n)
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i := range n {
+	for _, i := range owned {
 		g.Go(func() error {
 			p, err := a.loadPartition(i)
 			if err != nil {
 				return fmt.Errorf("load aggregator state of partition %d: %w", i, err)
 			}
-			a.parts[i] = p
+			a.byID[i] = p
 			return nil
 		})
 	}
@@ -160,12 +178,17 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 		db.Close()
 		return nil, err
 	}
+	for _, p := range a.byID {
+		if p != nil {
+			a.parts = append(a.parts, p)
+		}
+	}
 	keys, windows := 0, 0
 	for _, p := range a.parts {
 		keys += p.fps.Len()
 		windows += len(p.windows)
 	}
-	logger.Info("aggregator state loaded", "partitions", n, "dedup_keys", keys, "open_windows", windows, "duration", time.Since(start))
+	logger.Info("aggregator state loaded", "partitions", len(a.parts), "of", n, "dedup_keys", keys, "open_windows", windows, "duration", time.Since(start))
 	return a, nil
 }
 
@@ -191,9 +214,13 @@ func (a *Aggregator) Close() error { return a.db.Close() }
 // Watermark returns the watermark that decides whether the windows of adID's
 // partition are final: the partition's event-time watermark, or, when the
 // partition has been idle for IdleTimeout, now − AllowedLateness if that is
-// later. ok is false before the partition has seen a click.
+// later. ok is false before the partition has seen a click, and for a
+// partition another aggregator owns.
 func (a *Aggregator) Watermark(adID string) (time.Time, bool) {
-	p := a.parts[eventlog.PartitionForString(adID, int32(len(a.parts)))]
+	p := a.byID[eventlog.PartitionForString(adID, int32(len(a.byID)))]
+	if p == nil {
+		return time.Time{}, false // another aggregator's
+	}
 	return p.finalWatermark(a.cfg.Now())
 }
 

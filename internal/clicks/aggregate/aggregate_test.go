@@ -378,3 +378,47 @@ func TestRepublishesAfterLostPublication(t *testing.T) {
 		t.Errorf("republished %d windows, the state holds %d", len(got), len(held))
 	}
 }
+
+// TestSplitPartitions: two aggregators owning half the partitions each, with
+// their own state, produce together the totals of one owning all.
+func TestSplitPartitions(t *testing.T) {
+	f := newFixture(t, 4)
+	s := newStream(4, 30)
+	for range 20 {
+		batch := make([]clicks.Click, 250)
+		for i := range batch {
+			batch[i] = s.next()
+		}
+		f.append(batch)
+	}
+	for i, parts := range [][]int32{{0, 2}, {1, 3}} {
+		f.cfg.Partitions = parts
+		a, err := Open(t.Context(), filepath.Join(f.dir, fmt.Sprintf("state-%d", i)), f.cfg, f.log, f.store, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := a.Status(t.Context()); err != nil || len(st.Partitions) != 2 || st.Partitions[0].Partition != parts[0] {
+			t.Fatalf("status of an aggregator of %v: %+v, %v", parts, st.Partitions, err)
+		}
+		f.runUntilCaughtUp(a)
+	}
+	f.check()
+
+	// An ad of a partition another aggregator owns has no watermark here.
+	f.cfg.Partitions = []int32{0}
+	a, err := Open(t.Context(), filepath.Join(f.dir, "state-0"), f.cfg, f.log, f.store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for ad := range 30 {
+		id := fmt.Sprintf("ad-%d", ad)
+		if _, ok := a.Watermark(id); ok != (eventlog.PartitionForString(id, 4) == 0) {
+			t.Errorf("Watermark(%s) ok=%v, partition %d", id, ok, eventlog.PartitionForString(id, 4))
+		}
+	}
+	f.cfg.Partitions = []int32{4}
+	if _, err := Open(t.Context(), filepath.Join(f.dir, "state-x"), f.cfg, f.log, f.store, nil, nil); err == nil {
+		t.Error("an aggregator of partition 4 of 4 opened")
+	}
+}
