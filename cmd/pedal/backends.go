@@ -28,6 +28,7 @@ import (
 	"github.com/pedal-project/pedal/internal/metadata/taskstore"
 	"github.com/pedal-project/pedal/internal/ratelimit"
 	"github.com/pedal-project/pedal/internal/ratelimit/redislimit"
+	"github.com/pedal-project/pedal/internal/redisconn"
 )
 
 // Backends are chosen by URL; empty means the embedded default under the data dir.
@@ -66,8 +67,8 @@ func (b backends) check() error {
 		}
 	}
 	if b.Cache != "" {
-		if _, err := redisConfig(b.Cache); err != nil {
-			return err
+		if _, err := redisconn.ParseURL(b.Cache); err != nil {
+			return fmt.Errorf("--cache %q: %w", redactURL(b.Cache), err)
 		}
 	}
 	return nil
@@ -123,28 +124,6 @@ func kafkaConfig(raw string) (kafkalog.Config, error) {
 			cfg.ReplicationFactor = int16(n)
 		default:
 			return cfg, fmt.Errorf("--log: unknown option %q (client_id, replication)", k)
-		}
-	}
-	return cfg, nil
-}
-
-// redisConfig reads redis://[user:password@]host:port[/db].
-func redisConfig(raw string) (redislimit.Config, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return redislimit.Config{}, fmt.Errorf("--cache %q: want redis://[user:password@]host:port[/db]", redactURL(raw))
-	}
-	cfg := redislimit.Config{Addr: u.Host}
-	if u.Port() == "" {
-		cfg.Addr = u.Host + ":6379"
-	}
-	if u.User != nil {
-		cfg.Username = u.User.Username()
-		cfg.Password, _ = u.User.Password()
-	}
-	if db := strings.Trim(u.Path, "/"); db != "" {
-		if cfg.DB, err = strconv.Atoi(db); err != nil {
-			return cfg, fmt.Errorf("--cache: database %q: want a number", db)
 		}
 	}
 	return cfg, nil
@@ -231,36 +210,37 @@ func openShared(cfg serveConfig, reg prometheus.Registerer) (*sharedState, error
 	if cfg.Backends.Cache == "" {
 		return &sharedState{limiter: ratelimit.NewLocal(ratelimit.Config{})}, nil
 	}
-	rc, err := redisConfig(cfg.Backends.Cache)
-	if err != nil {
-		return nil, err
-	}
-	lim, err := redislimit.New(rc, reg)
+	rc, err := redisconn.ParseURL(cfg.Backends.Cache)
 	if err != nil {
 		return nil, fmt.Errorf("--cache: %w", err)
 	}
-	rev, err := redisrevoke.New(redisrevoke.Config{Addr: rc.Addr, Username: rc.Username, Password: rc.Password, DB: rc.DB}, reg)
+	// One client, one pool, for everything kept in Redis.
+	rdb, err := redisconn.New(rc)
 	if err != nil {
-		lim.Close()
 		return nil, fmt.Errorf("--cache: %w", err)
 	}
-	st := &sharedState{limiter: lim, revocations: rev, closers: []func() error{lim.Close, rev.Close}}
+	st := &sharedState{closers: []func() error{rdb.Close}}
+	fail := func(err error) (*sharedState, error) {
+		st.close()
+		return nil, fmt.Errorf("--cache: %w", err)
+	}
+	if st.limiter, err = redislimit.New(redislimit.Config{Client: rdb}, reg); err != nil {
+		return fail(err)
+	}
+	if st.revocations, err = redisrevoke.New(redisrevoke.Config{Client: rdb}, reg); err != nil {
+		return fail(err)
+	}
 	// The metadata result cache fails open (a miss), the breaker's fallback
 	// answers fail safe (no fallback): neither stops a request.
-	rc2, err := rediscache.New(rediscache.Config{Addr: rc.Addr, Username: rc.Username, Password: rc.Password, DB: rc.DB})
-	if err != nil {
-		st.close()
-		return nil, fmt.Errorf("--cache: %w", err)
+	if st.results, err = rediscache.New(rediscache.Config{Client: rdb}); err != nil {
+		return fail(err)
 	}
-	st.results = rc2
-	st.closers = append(st.closers, rc2.Close)
-	fb, err := redisfallback.New(redisfallback.Config{Addr: rc.Addr, Username: rc.Username, Password: rc.Password, DB: rc.DB}, reg)
+	fb, err := redisfallback.New(redisfallback.Config{Client: rdb}, reg)
 	if err != nil {
-		st.close()
-		return nil, fmt.Errorf("--cache: %w", err)
+		return fail(err)
 	}
 	st.fallback = fb
-	st.closers = append(st.closers, fb.Close)
+	st.closers = append([]func() error{fb.Close}, st.closers...) // the writers stop before the client closes
 	return st, nil
 }
 

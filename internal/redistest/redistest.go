@@ -37,6 +37,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pedal-project/pedal/internal/redisconn"
 )
 
 // startTimeout bounds how long Start waits for the server to answer PING.
@@ -227,4 +231,16 @@ func tail(path string) string {
 		b = b[len(b)-max:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// Client returns a fail-fast client (package redisconn) for the Redis at
+// addr, closed when the test ends.
+func Client(t testing.TB, addr string) *redis.Client {
+	t.Helper()
+	rdb, err := redisconn.New(redisconn.Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
 }

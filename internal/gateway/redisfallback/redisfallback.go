@@ -19,8 +19,7 @@
 // pedal_gateway_fallback_redis_dropped_total; a failed Get is counted
 // (op="get") and means no fallback, so the caller gets the same 503 as when
 // nothing was cached, with no detail of the failure. Get gives up after
-// Timeout (200 ms by default): short dial, read and write timeouts, no
-// command retries and one dial attempt. When Redis answers again the store
+// Timeout (200 ms by default) on the fail-fast client of package redisconn. When Redis answers again the store
 // works again, empty if Redis lost its data.
 //
 // # Concurrency
@@ -48,14 +47,12 @@ import (
 
 // Defaults for the zero values of Config fields.
 const (
-	DefaultKeyPrefix   = "pedal:fallback:"
-	DefaultDialTimeout = 200 * time.Millisecond
-	DefaultIOTimeout   = 200 * time.Millisecond // read and write
-	DefaultTimeout     = 200 * time.Millisecond // one GET or SET
-	DefaultTTL         = 5 * time.Minute        // gateway.Config.FallbackTTL's default
-	DefaultMaxBytes    = 256 << 10              // gateway.Config.FallbackMaxBytes's default
-	DefaultQueueSize   = 1024
-	DefaultWriters     = 4
+	DefaultKeyPrefix = "pedal:fallback:"
+	DefaultTimeout   = 200 * time.Millisecond // one GET or SET
+	DefaultTTL       = 5 * time.Minute        // gateway.Config.FallbackTTL's default
+	DefaultMaxBytes  = 256 << 10              // gateway.Config.FallbackMaxBytes's default
+	DefaultQueueSize = 1024
+	DefaultWriters   = 4
 )
 
 // ErrQueueFull is returned by Put when the write queue is full: the entry is
@@ -68,17 +65,9 @@ var ErrClosed = errors.New("redisfallback: closed")
 // Config configures a Store. Addr is required; the zero value of every other
 // field is a useful default.
 type Config struct {
-	// Addr is the Redis server's "host:port".
-	Addr string
-	// Username, Password and DB select the Redis user and database.
-	Username, Password string
-	DB                 int
-	// DialTimeout bounds establishing a connection; zero means
-	// DefaultDialTimeout.
-	DialTimeout time.Duration
-	// ReadTimeout and WriteTimeout bound each socket read and write; zero
-	// means DefaultIOTimeout.
-	ReadTimeout, WriteTimeout time.Duration
+	// Client is the Redis to use (package redisconn makes one); required.
+	// Its owner closes it.
+	Client *redis.Client
 	// Timeout bounds one GET or SET; zero means DefaultTimeout.
 	Timeout time.Duration
 	// TTL is how long Redis keeps an entry; set it to the gateway's
@@ -119,13 +108,13 @@ type write struct {
 
 var _ gateway.FallbackStore = (*Store)(nil)
 
-// New returns a Store using the Redis at cfg.Addr, registers its metrics with
+// New returns a Store using cfg.Client, registers its metrics with
 // reg (which may be nil) and starts its writers. It does not connect: the
 // first call does, so a gateway can start while Redis is down. Close stops the
-// writers and releases the connections.
+// writers.
 func New(cfg Config, reg prometheus.Registerer) (*Store, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("redisfallback: no Redis address configured")
+	if cfg.Client == nil {
+		return nil, errors.New("redisfallback: no Redis client configured")
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = DefaultKeyPrefix
@@ -168,32 +157,19 @@ func New(cfg Config, reg prometheus.Registerer) (*Store, error) {
 			}
 		}
 	}
-	s.rdb = redis.NewClient(&redis.Options{
-		Addr:                  cfg.Addr,
-		Username:              cfg.Username,
-		Password:              cfg.Password,
-		DB:                    cfg.DB,
-		PoolSize:              cfg.Writers + 10, // writers plus concurrent Gets
-		DialTimeout:           orDefault(cfg.DialTimeout, DefaultDialTimeout),
-		ReadTimeout:           orDefault(cfg.ReadTimeout, DefaultIOTimeout),
-		WriteTimeout:          orDefault(cfg.WriteTimeout, DefaultIOTimeout),
-		DialerRetries:         1,  // go-redis defaults to 5 dials 100 ms apart
-		MaxRetries:            -1, // fail fast: a missed fallback is a 503
-		ContextTimeoutEnabled: true,
-		DisableIdentity:       true, // no CLIENT SETINFO round trip on each new connection
-	})
+	s.rdb = cfg.Client
 	for range cfg.Writers {
 		s.wg.Go(s.writer)
 	}
 	return s, nil
 }
 
-// Close stops the writers, dropping the writes still queued, waits for them
-// and releases the connections. Put after Close returns ErrClosed.
+// Close stops the writers, dropping the writes still queued, and waits for
+// them. Put after Close returns ErrClosed. The client stays open.
 func (s *Store) Close() error {
 	s.closing.Do(func() { close(s.stop) })
 	s.wg.Wait()
-	return s.rdb.Close()
+	return nil
 }
 
 // entry is the stored form of a gateway.FallbackEntry.

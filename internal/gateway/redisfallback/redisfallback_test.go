@@ -64,13 +64,13 @@ func waitFor(t *testing.T, s *redisfallback.Store, key string) gateway.FallbackE
 
 func TestNewNeedsAddr(t *testing.T) {
 	if _, err := redisfallback.New(redisfallback.Config{}, nil); err == nil {
-		t.Error("New without Addr: no error")
+		t.Error("New without a client: no error")
 	}
 }
 
 func TestPutGet(t *testing.T) {
 	srv := redistest.Start(t)
-	s := newStore(t, redisfallback.Config{Addr: srv.Addr(), MaxBytes: 10}, nil)
+	s := newStore(t, redisfallback.Config{Client: redistest.Client(t, srv.Addr()), MaxBytes: 10}, nil)
 	at := time.Now().Truncate(time.Millisecond).UTC()
 	want := gateway.FallbackEntry{Code: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"a":1}`), At: at}
 	if err := s.Put(t.Context(), "k", want); err != nil {
@@ -94,7 +94,7 @@ func TestPutGet(t *testing.T) {
 func TestQueueFullDrops(t *testing.T) {
 	srv := redistest.Start(t)
 	reg := prometheus.NewRegistry()
-	s := newStore(t, redisfallback.Config{Addr: srv.Addr(), QueueSize: 1, Writers: 1}, reg)
+	s := newStore(t, redisfallback.Config{Client: redistest.Client(t, srv.Addr()), QueueSize: 1, Writers: 1}, reg)
 	srv.Pause() // the writer hangs on its first SET until the timeout
 	defer srv.Resume()
 	var dropped int
@@ -172,8 +172,8 @@ func TestSharedBetweenGateways(t *testing.T) {
 	}))
 	defer up.Close()
 	regB := prometheus.NewRegistry()
-	storeA := newStore(t, redisfallback.Config{Addr: srv.Addr()}, nil)
-	storeB := newStore(t, redisfallback.Config{Addr: srv.Addr()}, regB)
+	storeA := newStore(t, redisfallback.Config{Client: redistest.Client(t, srv.Addr())}, nil)
+	storeB := newStore(t, redisfallback.Config{Client: redistest.Client(t, srv.Addr())}, regB)
 	a, b := newGateway(t, up.URL, storeA), newGateway(t, up.URL, storeB)
 
 	if code, _, body := a.do("GET", "/up/data"); code != 200 || body != `{"path": "/up/data"}` {

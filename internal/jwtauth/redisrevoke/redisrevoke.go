@@ -53,29 +53,16 @@ import (
 
 // Defaults for the zero values of Config fields.
 const (
-	DefaultKeyPrefix   = "pedal:revoked:"
-	DefaultDialTimeout = 200 * time.Millisecond
-	DefaultIOTimeout   = 200 * time.Millisecond // read and write
-	DefaultTimeout     = 500 * time.Millisecond // one Revoke or Revoked call
+	DefaultKeyPrefix = "pedal:revoked:"
+	DefaultTimeout   = 500 * time.Millisecond // one Revoke or Revoked call
 )
 
 // Config configures a Store. Addr is required; the zero value of every other
 // field is a useful default.
 type Config struct {
-	// Addr is the Redis server's "host:port".
-	Addr string
-	// Username, Password and DB select the Redis user and database.
-	Username, Password string
-	DB                 int
-	// PoolSize is the maximum number of connections; zero means go-redis's
-	// default (10 per GOMAXPROCS).
-	PoolSize int
-	// DialTimeout bounds establishing a connection; zero means
-	// DefaultDialTimeout.
-	DialTimeout time.Duration
-	// ReadTimeout and WriteTimeout bound each socket read and write; zero
-	// means DefaultIOTimeout.
-	ReadTimeout, WriteTimeout time.Duration
+	// Client is the Redis to use (package redisconn makes one); required.
+	// Its owner closes it.
+	Client *redis.Client
 	// Timeout bounds one call, whatever the caller's context says; zero
 	// means DefaultTimeout.
 	Timeout time.Duration
@@ -98,12 +85,11 @@ type Store struct {
 
 var _ jwtauth.Revocations = (*Store)(nil)
 
-// New returns a Store using the Redis at cfg.Addr and registers its metrics
-// with reg. It does not connect; the first call does. Close releases the
-// connections.
+// New returns a Store using cfg.Client and registers its metrics with reg.
+// It does not connect; the first call does.
 func New(cfg Config, reg prometheus.Registerer) (*Store, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("redisrevoke: no Redis address configured")
+	if cfg.Client == nil {
+		return nil, errors.New("redisrevoke: no Redis client configured")
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = DefaultKeyPrefix
@@ -123,26 +109,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Store, error) {
 	}
 	errs.WithLabelValues("revoke")
 	errs.WithLabelValues("check")
-	orDefault := func(d, def time.Duration) time.Duration {
-		if d == 0 {
-			return def
-		}
-		return d
-	}
-	rdb := redis.NewClient(&redis.Options{
-		Addr:                  cfg.Addr,
-		Username:              cfg.Username,
-		Password:              cfg.Password,
-		DB:                    cfg.DB,
-		PoolSize:              cfg.PoolSize,
-		DialTimeout:           orDefault(cfg.DialTimeout, DefaultDialTimeout),
-		ReadTimeout:           orDefault(cfg.ReadTimeout, DefaultIOTimeout),
-		WriteTimeout:          orDefault(cfg.WriteTimeout, DefaultIOTimeout),
-		DialerRetries:         1,  // go-redis defaults to 5 dials 100 ms apart
-		MaxRetries:            -1, // fail fast; the caller sees the error
-		ContextTimeoutEnabled: true,
-		DisableIdentity:       true, // no CLIENT SETINFO round trip on each new connection
-	})
+	rdb := cfg.Client
 	return &Store{rdb: rdb, prefix: cfg.KeyPrefix, timeout: cfg.Timeout, now: cfg.Now, errs: errs}, nil
 }
 
@@ -199,7 +166,3 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Close closes the connections to Redis. Revoke and Revoked fail after
-// Close.
-func (s *Store) Close() error { return s.rdb.Close() }

@@ -20,11 +20,10 @@ const downTimeout = 2 * time.Second
 func newStore(t *testing.T, addr string) (*redisrevoke.Store, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := redisrevoke.New(redisrevoke.Config{Addr: addr}, reg)
+	s, err := redisrevoke.New(redisrevoke.Config{Client: redistest.Client(t, addr)}, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	return s, reg
 }
 
@@ -263,6 +262,6 @@ func TestTwoGatewayInstances(t *testing.T) {
 
 func TestNewNeedsAddr(t *testing.T) {
 	if _, err := redisrevoke.New(redisrevoke.Config{}, prometheus.NewRegistry()); err == nil {
-		t.Fatal("New without Addr: no error")
+		t.Fatal("New without a client: no error")
 	}
 }

@@ -32,10 +32,10 @@
 //
 // # When Redis is unreachable
 //
-// Allow returns an error quickly: connections use short dial, read and write
-// timeouts (200 ms each by default, see [Config]), go-redis's command retries
-// are off and dial retries are one, and every call is bounded by
-// [Config.Timeout]. Each error is counted in
+// Allow returns an error quickly: the client from package redisconn has short
+// dial, read and write timeouts, one dial attempt and no command retries (a
+// retried script after a timeout could count a request twice), and every call
+// is bounded by [Config.Timeout]. Each error is counted in
 // pedal_ratelimit_redis_errors_total. The gateway fails OPEN on a limiter
 // error: it logs and lets the request through, because a rate limiter
 // protects capacity, and refusing every request while Redis is away would
@@ -65,29 +65,16 @@ import (
 
 // Defaults for the zero values of Config fields.
 const (
-	DefaultKeyPrefix   = "pedal:rl:"
-	DefaultDialTimeout = 200 * time.Millisecond
-	DefaultIOTimeout   = 200 * time.Millisecond // read and write
-	DefaultTimeout     = 500 * time.Millisecond // one Allow call
+	DefaultKeyPrefix = "pedal:rl:"
+	DefaultTimeout   = 500 * time.Millisecond // one Allow call
 )
 
 // Config configures a Limiter. Addr is required; the zero value of every
 // other field is a useful default.
 type Config struct {
-	// Addr is the Redis server's "host:port".
-	Addr string
-	// Username, Password and DB select the Redis user and database.
-	Username, Password string
-	DB                 int
-	// PoolSize is the maximum number of connections; zero means go-redis's
-	// default (10 per GOMAXPROCS).
-	PoolSize int
-	// DialTimeout bounds establishing a connection; zero means
-	// DefaultDialTimeout.
-	DialTimeout time.Duration
-	// ReadTimeout and WriteTimeout bound each socket read and write; zero
-	// means DefaultIOTimeout.
-	ReadTimeout, WriteTimeout time.Duration
+	// Client is the Redis to use (package redisconn makes one); required.
+	// Its owner closes it.
+	Client *redis.Client
 	// Timeout bounds one Allow call, whatever the caller's context says;
 	// zero means DefaultTimeout.
 	Timeout time.Duration
@@ -106,13 +93,12 @@ type Limiter struct {
 
 var _ ratelimit.Limiter = (*Limiter)(nil)
 
-// New returns a Limiter using the Redis at cfg.Addr and registers its metrics
-// with reg. It does not connect: the first Allow does, so a gateway can start
-// while Redis is down (and fail open until it is up). Close releases the
-// connections.
+// New returns a Limiter using cfg.Client and registers its metrics with reg.
+// It does not connect: the first Allow does, so a gateway can start while
+// Redis is down (and fail open until it is up).
 func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("redislimit: no Redis address configured")
+	if cfg.Client == nil {
+		return nil, errors.New("redislimit: no Redis client configured")
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = DefaultKeyPrefix
@@ -127,7 +113,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 	if err := reg.Register(errs); err != nil {
 		return nil, fmt.Errorf("redislimit: register metrics: %w", err)
 	}
-	rdb := redis.NewClient(clientOptions(cfg))
+	rdb := cfg.Client
 	return &Limiter{
 		rdb:     rdb,
 		rl:      redis_rate.NewLimiter(rdb),
@@ -135,29 +121,6 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 		timeout: cfg.Timeout,
 		errs:    errs,
 	}, nil
-}
-
-func clientOptions(cfg Config) *redis.Options {
-	orDefault := func(d, def time.Duration) time.Duration {
-		if d == 0 {
-			return def
-		}
-		return d
-	}
-	return &redis.Options{
-		Addr:                  cfg.Addr,
-		Username:              cfg.Username,
-		Password:              cfg.Password,
-		DB:                    cfg.DB,
-		PoolSize:              cfg.PoolSize,
-		DialTimeout:           orDefault(cfg.DialTimeout, DefaultDialTimeout),
-		ReadTimeout:           orDefault(cfg.ReadTimeout, DefaultIOTimeout),
-		WriteTimeout:          orDefault(cfg.WriteTimeout, DefaultIOTimeout),
-		DialerRetries:         1,  // go-redis defaults to 5 dials 100 ms apart
-		MaxRetries:            -1, // a retried script after a timeout could count a request twice
-		ContextTimeoutEnabled: true,
-		DisableIdentity:       true, // no CLIENT SETINFO round trip on each new connection
-	}
 }
 
 // Allow implements [ratelimit.Limiter]. It returns an error wrapping
@@ -207,6 +170,3 @@ func (l *Limiter) Ping(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Close closes the connections to Redis. Allow fails after Close.
-func (l *Limiter) Close() error { return l.rdb.Close() }

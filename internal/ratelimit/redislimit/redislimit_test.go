@@ -27,7 +27,6 @@ func newLimiter(t *testing.T, cfg redislimit.Config) (*redislimit.Limiter, *prom
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
 	return l, reg
 }
 
@@ -36,7 +35,7 @@ func newLimiter(t *testing.T, cfg redislimit.Config) (*redislimit.Limiter, *prom
 // than an emission interval during the test).
 func TestMatchesLocal(t *testing.T) {
 	srv := redistest.Start(t)
-	rl, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
+	rl, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
 	const tolerance = 250 * time.Millisecond // Redis's clock advances between calls
 	for _, lim := range []ratelimit.Limit{
 		{Rate: 10, Period: time.Minute, Burst: 5},
@@ -77,7 +76,7 @@ func TestMatchesLocal(t *testing.T) {
 // lower than Local, never more, and decides the same.
 func TestInexactIntervals(t *testing.T) {
 	srv := redistest.Start(t)
-	rl, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
+	rl, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
 	for _, lim := range []ratelimit.Limit{
 		{Rate: 7, Period: time.Minute, Burst: 5},
 		{Rate: 13, Period: time.Minute, Burst: 1},
@@ -113,7 +112,7 @@ func within(got, want, tol time.Duration) bool {
 
 func TestBurstThenRefusal(t *testing.T) {
 	srv := redistest.Start(t)
-	rl, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
+	rl, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
 	lim := ratelimit.PerMinute(3)
 	for i, wantRemaining := range []int{2, 1, 0} {
 		res, err := rl.Allow(t.Context(), "k", lim)
@@ -143,7 +142,7 @@ func TestBurstThenRefusal(t *testing.T) {
 // TestRetryAfterIsHonoured waits for real time, as Redis's clock is real.
 func TestRetryAfterIsHonoured(t *testing.T) {
 	srv := redistest.Start(t)
-	rl, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
+	rl, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
 	lim := ratelimit.Limit{Rate: 5, Period: time.Second, Burst: 1} // one every 200 ms
 	if res, err := rl.Allow(t.Context(), "k", lim); err != nil || !res.Allowed {
 		t.Fatalf("first: got %+v, %v, want allowed", res, err)
@@ -162,8 +161,8 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 // instances with their own Limiter see one budget per key.
 func TestInstancesShareTheLimit(t *testing.T) {
 	srv := redistest.Start(t)
-	a, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
-	b, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
+	a, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
+	b, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
 
 	lim := ratelimit.PerMinute(4)
 	var allowed []bool
@@ -213,8 +212,8 @@ func TestInstancesShareTheLimit(t *testing.T) {
 
 func TestKeyPrefix(t *testing.T) {
 	srv := redistest.Start(t)
-	def, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
-	custom, _ := newLimiter(t, redislimit.Config{Addr: srv.Addr(), KeyPrefix: "other:"})
+	def, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
+	custom, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr()), KeyPrefix: "other:"})
 	lim := ratelimit.PerMinute(1)
 	for _, l := range []*redislimit.Limiter{def, custom} {
 		if res, err := l.Allow(t.Context(), "k", lim); err != nil || !res.Allowed {
@@ -240,7 +239,7 @@ func TestKeyPrefix(t *testing.T) {
 
 func TestInvalidLimit(t *testing.T) {
 	// No server: an invalid limit is refused before Redis is asked.
-	rl, _ := newLimiter(t, redislimit.Config{Addr: "127.0.0.1:1"})
+	rl, _ := newLimiter(t, redislimit.Config{Client: redistest.Client(t, "127.0.0.1:1")})
 	for _, lim := range []ratelimit.Limit{
 		{},
 		{Rate: 0, Period: time.Second, Burst: 1},
@@ -264,7 +263,7 @@ func TestRedisDownThenBack(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := redistest.Start(t)
-			rl, reg := newLimiter(t, redislimit.Config{Addr: srv.Addr()})
+			rl, reg := newLimiter(t, redislimit.Config{Client: redistest.Client(t, srv.Addr())})
 			lim := ratelimit.PerMinute(10)
 			if _, err := rl.Allow(t.Context(), "k", lim); err != nil { // a pooled connection exists
 				t.Fatal(err)
@@ -323,6 +322,6 @@ func errorsTotal(t *testing.T, reg *prometheus.Registry) float64 {
 
 func TestNewNeedsAddr(t *testing.T) {
 	if _, err := redislimit.New(redislimit.Config{}, prometheus.NewRegistry()); err == nil {
-		t.Fatal("New without Addr: no error")
+		t.Fatal("New without a client: no error")
 	}
 }

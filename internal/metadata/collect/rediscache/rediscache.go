@@ -12,9 +12,9 @@
 //
 // # When Redis is unreachable
 //
-// Get and Put return an error quickly: short dial, read and write timeouts
-// (200 ms by default), no command retries, one dial attempt, and every call
-// bounded by [Config.Timeout]. The Collector fails OPEN: a Get error is a
+// Get and Put return an error quickly: the client from package redisconn has
+// short dial, read and write timeouts, no command retries and one dial
+// attempt, and every call is bounded by [Config.Timeout]. The Collector fails OPEN: a Get error is a
 // miss (the page is fetched), a Put error loses the entry, both are counted in
 // pedal_metadata_cache_errors_total, and the collection succeeds or fails on
 // its own merits. When Redis answers again the cache works again, empty if
@@ -42,26 +42,16 @@ import (
 
 // Defaults for the zero values of Config fields.
 const (
-	DefaultKeyPrefix   = "pedal:mdcache:"
-	DefaultDialTimeout = 200 * time.Millisecond
-	DefaultIOTimeout   = 200 * time.Millisecond // read and write
-	DefaultTimeout     = 200 * time.Millisecond // one Get or Put
+	DefaultKeyPrefix = "pedal:mdcache:"
+	DefaultTimeout   = 200 * time.Millisecond // one Get or Put
 )
 
 // Config configures a Cache. Addr is required; the zero value of every other
 // field is a useful default.
 type Config struct {
-	// Addr is the Redis server's "host:port".
-	Addr string
-	// Username, Password and DB select the Redis user and database.
-	Username, Password string
-	DB                 int
-	// DialTimeout bounds establishing a connection; zero means
-	// DefaultDialTimeout.
-	DialTimeout time.Duration
-	// ReadTimeout and WriteTimeout bound each socket read and write; zero
-	// means DefaultIOTimeout.
-	ReadTimeout, WriteTimeout time.Duration
+	// Client is the Redis to use (package redisconn makes one); required.
+	// Its owner closes it.
+	Client *redis.Client
 	// Timeout bounds one Get or Put, whatever the caller's context says;
 	// zero means DefaultTimeout.
 	Timeout time.Duration
@@ -78,12 +68,12 @@ type Cache struct {
 
 var _ collect.Cache = (*Cache)(nil)
 
-// New returns a Cache using the Redis at cfg.Addr. It does not connect: the
+// New returns a Cache using cfg.Client. It does not connect: the
 // first call does, so a process can start while Redis is down (and miss
-// until it is up). Close releases the connections.
+// until it is up).
 func New(cfg Config) (*Cache, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("rediscache: no Redis address configured")
+	if cfg.Client == nil {
+		return nil, errors.New("rediscache: no Redis client configured")
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = DefaultKeyPrefix
@@ -91,30 +81,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	orDefault := func(d, def time.Duration) time.Duration {
-		if d <= 0 {
-			return def
-		}
-		return d
-	}
-	rdb := redis.NewClient(&redis.Options{
-		Addr:                  cfg.Addr,
-		Username:              cfg.Username,
-		Password:              cfg.Password,
-		DB:                    cfg.DB,
-		DialTimeout:           orDefault(cfg.DialTimeout, DefaultDialTimeout),
-		ReadTimeout:           orDefault(cfg.ReadTimeout, DefaultIOTimeout),
-		WriteTimeout:          orDefault(cfg.WriteTimeout, DefaultIOTimeout),
-		DialerRetries:         1,  // go-redis defaults to 5 dials 100 ms apart
-		MaxRetries:            -1, // fail fast: a miss costs one fetch
-		ContextTimeoutEnabled: true,
-		DisableIdentity:       true, // no CLIENT SETINFO round trip on each new connection
-	})
+	rdb := cfg.Client
 	return &Cache{rdb: rdb, prefix: cfg.KeyPrefix, timeout: cfg.Timeout}, nil
 }
-
-// Close releases the connections.
-func (c *Cache) Close() error { return c.rdb.Close() }
 
 // entry is the stored form of an outcome.
 type entry struct {

@@ -19,11 +19,10 @@ import (
 
 func newCache(t *testing.T, addr string) *rediscache.Cache {
 	t.Helper()
-	c, err := rediscache.New(rediscache.Config{Addr: addr})
+	c, err := rediscache.New(rediscache.Config{Client: redistest.Client(t, addr)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
 	return c
 }
 
@@ -39,7 +38,7 @@ func newCollector(t *testing.T, fn *collecttest.Net, addr string) (*collect.Coll
 
 func TestNewNeedsAddr(t *testing.T) {
 	if _, err := rediscache.New(rediscache.Config{}); err == nil {
-		t.Error("New without Addr: no error")
+		t.Error("New without a client: no error")
 	}
 }
 
