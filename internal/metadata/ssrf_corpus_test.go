@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -20,30 +18,11 @@ import (
 	"time"
 
 	"github.com/pedal-project/pedal/internal/metadata/collect"
+
+	"github.com/pedal-project/pedal/internal/safehttp/safehttptest"
 )
 
-// ssrfCorpusPath is the project's shared SSRF corpus, which lives beside the
-// repository, not in it: TestSSRFCorpus skips when it is absent.
-const ssrfCorpusPath = "../../../shared/testdata/ssrf-corpus-public.json"
-
-// ssrfCase is one case of the corpus; see /work/shared/testdata/README.md and
-// internal/safehttp/corpus_test.go, whose reading of it this test shares.
-type ssrfCase struct {
-	ID       string                     `json:"id"`
-	Category string                     `json:"category"`
-	Input    string                     `json:"input"`
-	DNS      map[string]json.RawMessage `json:"dns"` // host: ["ip", ...], or [["ip"], ["ip"]] for successive answers
-	Server   *struct {
-		Status   int    `json:"status"`
-		Location string `json:"location"`
-	} `json:"server"`
-	Expected string `json:"expected"`
-	Why      string `json:"why"`
-}
-
-// ssrfPublic are the corpus's public addresses: the only ones routed, on
-// ports 80 and 443, to the test servers. Nothing else is ever dialled.
-var ssrfPublic = []string{"93.184.215.14", "172.15.255.255"}
+type ssrfCase = safehttptest.Case
 
 // ssrfNotHere says, for each case that describes a limit of the HTTP client
 // rather than a URL to submit, which test covers it.
@@ -71,20 +50,7 @@ var ssrfNotHere = map[string]string{
 // REJECT), with no address dialled but the public first hop of a redirect.
 // ALLOW must end SUCCEEDED with the test page's metadata.
 func TestSSRFCorpus(t *testing.T) {
-	data, err := os.ReadFile(ssrfCorpusPath)
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("%s not found: the corpus lives beside the repository", ssrfCorpusPath)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []ssrfCase
-	if err := json.Unmarshal(data, &cases); err != nil {
-		t.Fatalf("%s: %v", ssrfCorpusPath, err)
-	}
-	if len(cases) == 0 {
-		t.Fatalf("%s holds no case", ssrfCorpusPath)
-	}
+	cases := safehttptest.LoadCorpus(t)
 	env := newSSRFEnv(t)
 	// The cases run one after the other on one service, so that each case's
 	// dials and requests are its own.
@@ -141,18 +107,17 @@ type ssrfEnv struct {
 	handler atomic.Pointer[http.HandlerFunc]
 	hits    atomic.Int64
 
-	mu      sync.Mutex
-	answers map[string][][]netip.Addr // successive answers per host; the last repeats
-	lookups map[string]int
-	routes  map[netip.AddrPort]string // public address → loopback listener
-	dials   []string
+	mu     sync.Mutex
+	res    *safehttptest.Resolver
+	routes map[netip.AddrPort]string // public address → loopback listener
+	dials  []string
 }
 
 // newSSRFEnv wires the service as newService does, but with a resolver that
 // can give several addresses and successive answers, and with a TLS server
 // for https.
 func newSSRFEnv(t *testing.T) *ssrfEnv {
-	env := &ssrfEnv{t: t, routes: map[netip.AddrPort]string{}}
+	env := &ssrfEnv{t: t, routes: map[netip.AddrPort]string{}, res: safehttptest.NewResolver()}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		env.hits.Add(1)
 		(*env.handler.Load())(w, r)
@@ -161,7 +126,7 @@ func newSSRFEnv(t *testing.T) *ssrfEnv {
 	plain, tls := httptest.NewServer(h), httptest.NewTLSServer(h) // certificate for example.com
 	t.Cleanup(plain.Close)
 	t.Cleanup(tls.Close)
-	for _, ip := range ssrfPublic {
+	for _, ip := range safehttptest.CorpusPublic {
 		env.routes[netip.MustParseAddrPort(ip+":80")] = plain.Listener.Addr().String()
 		env.routes[netip.MustParseAddrPort(ip+":443")] = tls.Listener.Addr().String()
 	}
@@ -169,7 +134,7 @@ func newSSRFEnv(t *testing.T) *ssrfEnv {
 	pool.AddCert(tls.Certificate())
 
 	ccfg := collect.Config{CacheTTL: -1, Retries: -1, BreakerMinCalls: 1 << 20, Timeout: 10 * time.Second}
-	ccfg.Fetch.Resolver = env
+	ccfg.Fetch.Resolver = env.res
 	ccfg.Fetch.DialContext = env.dial
 	ccfg.Fetch.RootCAs = pool
 
@@ -185,28 +150,11 @@ func (env *ssrfEnv) setHandler(h http.HandlerFunc) { env.handler.Store(&h) }
 // no dial or request recorded.
 func (env *ssrfEnv) reset(t *testing.T, c ssrfCase) {
 	t.Helper()
-	answers := map[string][][]netip.Addr{"localhost": {{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}}}
-	for host, raw := range c.DNS {
-		var successive [][]string
-		if err := json.Unmarshal(raw, &successive); err != nil {
-			var one []string
-			if err := json.Unmarshal(raw, &one); err != nil {
-				t.Fatalf("dns %s: %v", host, err)
-			}
-			successive = [][]string{one}
-		}
-		answers[host] = nil
-		for _, as := range successive {
-			var addrs []netip.Addr
-			for _, a := range as {
-				addrs = append(addrs, netip.MustParseAddr(a))
-			}
-			answers[host] = append(answers[host], addrs)
-		}
-	}
+	env.res.Reset()
+	env.res.Set("localhost", []string{"127.0.0.1", "::1"})
+	c.SetDNS(t, env.res)
 	env.mu.Lock()
-	env.t, env.c = t, c
-	env.answers, env.lookups, env.dials = answers, map[string]int{}, nil
+	env.t, env.c, env.dials = t, c, nil
 	env.mu.Unlock()
 	env.hits.Store(0)
 	var n atomic.Int64
@@ -219,25 +167,6 @@ func (env *ssrfEnv) reset(t *testing.T, c ssrfCase) {
 		servePage(w, r)
 	})
 	env.s.t = t // s.do and s.wait report to the case
-}
-
-// LookupNetIP implements safehttp.Resolver with the case's answers.
-func (env *ssrfEnv) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	env.mu.Lock()
-	defer env.mu.Unlock()
-	as, ok := env.answers[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	i := min(env.lookups[host], len(as)-1)
-	env.lookups[host]++
-	return slices.Clone(as[i]), nil
-}
-
-func (env *ssrfEnv) lookupCount(host string) int {
-	env.mu.Lock()
-	defer env.mu.Unlock()
-	return env.lookups[host]
 }
 
 // dial records addr, which the policy approved, and connects the corpus's
@@ -268,7 +197,7 @@ func (env *ssrfEnv) checkDials() {
 	env.t.Helper()
 	for _, d := range env.dialled() {
 		ap, err := netip.ParseAddrPort(d)
-		if err != nil || !slices.Contains(ssrfPublic, ap.Addr().String()) {
+		if err != nil || !slices.Contains(safehttptest.CorpusPublic, ap.Addr().String()) {
 			env.t.Errorf("dialled %s, not a public address of the corpus (dials %v)", d, env.dialled())
 		}
 	}
@@ -417,7 +346,7 @@ func (env *ssrfEnv) rebinding(c ssrfCase) {
 		if res["oembed"] != nil || oembed.Load() != 0 {
 			env.t.Errorf("the oEmbed fetch after rebinding got an answer: %v (%d requests)", res["oembed"], oembed.Load())
 		}
-		if n := env.lookupCount(host); n != 2 {
+		if n := env.res.Count(host); n != 2 {
 			env.t.Errorf("%s resolved %d times, want 2 (page, then oEmbed)", host, n)
 		}
 	default: // a second task for the same URL is the second fetch
@@ -438,13 +367,13 @@ func (env *ssrfEnv) rebinding(c ssrfCase) {
 // points at 127.0.0.1.
 func (env *ssrfEnv) keepAlive(c ssrfCase) {
 	env.mu.Lock()
-	env.answers["keepalive.test"] = [][]netip.Addr{{netip.MustParseAddr("93.184.215.14")}, {netip.MustParseAddr("127.0.0.1")}}
+	env.res.Set("keepalive.test", []string{"93.184.215.14"}, []string{"127.0.0.1"})
 	env.mu.Unlock()
 	env.setHandler(servePage)
 	for range 2 {
 		env.succeeded("http://keepalive.test/", "", ssrfTitle)
 	}
-	if n := env.lookupCount("keepalive.test"); n != 1 {
+	if n := env.res.Count("keepalive.test"); n != 1 {
 		env.t.Errorf("%d lookups, want 1 (%s)", n, c.Expected)
 	}
 }
@@ -482,7 +411,7 @@ func (env *ssrfEnv) notFollowed(c ssrfCase) {
 		io.WriteString(w, body)
 	})
 	env.mu.Lock()
-	env.answers["page.test"] = [][]netip.Addr{{netip.MustParseAddr("93.184.215.14")}}
+	env.res.Set("page.test", []string{"93.184.215.14"})
 	env.mu.Unlock()
 	env.succeeded("http://page.test/", "", ssrfTitle)
 	if got := env.hits.Load(); got != 1 {
@@ -494,7 +423,7 @@ func (env *ssrfEnv) notFollowed(c ssrfCase) {
 // fetched (or refused when fetched), and the rest of the metadata is kept.
 func (env *ssrfEnv) secondary(c ssrfCase) {
 	env.mu.Lock()
-	env.answers["page.test"] = [][]netip.Addr{{netip.MustParseAddr("93.184.215.14")}}
+	env.res.Set("page.test", []string{"93.184.215.14"})
 	env.mu.Unlock()
 	env.setHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
@@ -514,7 +443,7 @@ func (env *ssrfEnv) secondary(c ssrfCase) {
 // read up to it, and the result marked truncated.
 func (env *ssrfEnv) bigBody(c ssrfCase) {
 	env.mu.Lock()
-	env.answers["page.test"] = [][]netip.Addr{{netip.MustParseAddr("93.184.215.14")}}
+	env.res.Set("page.test", []string{"93.184.215.14"})
 	env.mu.Unlock()
 	env.setHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
@@ -536,7 +465,7 @@ func (env *ssrfEnv) bigBody(c ssrfCase) {
 // Content-Type.
 func (env *ssrfEnv) notHTML(c ssrfCase) {
 	env.mu.Lock()
-	env.answers["page.test"] = [][]netip.Addr{{netip.MustParseAddr("93.184.215.14")}}
+	env.res.Set("page.test", []string{"93.184.215.14"})
 	env.mu.Unlock()
 	env.setHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pedal-project/pedal/internal/safehttp/safehttptest"
 )
 
 // Addresses that stand for hosts on the internet. No test ever dials them:
@@ -42,48 +44,9 @@ const marker = "pedal test server"
 func serveMarker(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, marker) }
 
 // testResolver is a Resolver with fixed answers.
-type testResolver struct {
-	mu      sync.Mutex
-	answers map[string][][]netip.Addr // successive answers per host; the last one repeats
-	lookups map[string]int
-}
+type testResolver = safehttptest.Resolver
 
-func newTestResolver() *testResolver {
-	return &testResolver{answers: map[string][][]netip.Addr{}, lookups: map[string]int{}}
-}
-
-// set gives host's successive answers: the first lookup gets the first list,
-// and so on, the last list repeating.
-func (r *testResolver) set(host string, answers ...[]string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.answers[host] = nil
-	for _, as := range answers {
-		var addrs []netip.Addr
-		for _, a := range as {
-			addrs = append(addrs, netip.MustParseAddr(a))
-		}
-		r.answers[host] = append(r.answers[host], addrs)
-	}
-}
-
-func (r *testResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	as, ok := r.answers[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	i := min(r.lookups[host], len(as)-1)
-	r.lookups[host]++
-	return slices.Clone(as[i]), nil
-}
-
-func (r *testResolver) count(host string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lookups[host]
-}
+func newTestResolver() *testResolver { return safehttptest.NewResolver() }
 
 // testNet is the DialContext every test but TestDefaultDialer gives NewClient.
 // It connects the public addresses a test routes to loopback listeners or to
@@ -274,7 +237,7 @@ func (b *blockedCalls) get() [][2]string {
 // connects publicIP:80 to a new origin serving h.
 func publicSite(t *testing.T, host string, h http.HandlerFunc) (*testResolver, *testNet, *origin) {
 	res := newTestResolver()
-	res.set(host, []string{publicIP})
+	res.Set(host, []string{publicIP})
 	n := newTestNet(t)
 	o := newOrigin(t, h)
 	n.route(publicIP+":80", o.Listener.Addr())
@@ -649,7 +612,7 @@ func TestTimeouts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				res := newTestResolver()
-				res.set("example.test", []string{publicIP})
+				res.Set("example.test", []string{publicIP})
 				n := newTestNet(t)
 				tt.route(n)
 				c := newTestClient(t, Config{Resolver: res, DialContext: n.DialContext}) // the defaults
@@ -678,7 +641,7 @@ func TestIdleConnTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		closed := make(chan time.Time, 1)
 		res := newTestResolver()
-		res.set("example.test", []string{publicIP})
+		res.Set("example.test", []string{publicIP})
 		n := newTestNet(t)
 		n.routePipe(publicIP+":80", func(c net.Conn) {
 			br := bufio.NewReader(c)
@@ -755,9 +718,9 @@ func TestRedirects(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			res := newTestResolver()
-			res.set("redirector.test", []string{publicIP})
-			res.set("other.test", []string{publicIP2})
-			res.set("intranet.test", []string{"10.0.0.1"})
+			res.Set("redirector.test", []string{publicIP})
+			res.Set("other.test", []string{publicIP2})
+			res.Set("intranet.test", []string{"10.0.0.1"})
 			n := newTestNet(t)
 			o := newOrigin(t, mux.ServeHTTP)
 			other := newOrigin(t, serveMarker)
@@ -817,7 +780,7 @@ func TestEnvironmentProxyIgnored(t *testing.T) {
 		t.Fatal("HTTP_PROXY is not set")
 	}
 	res, n, o := publicSite(t, "example.test", serveMarker)
-	res.set("proxy.test", []string{publicIP2})
+	res.Set("proxy.test", []string{publicIP2})
 	proxy := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		t.Errorf("the proxy was asked for %s %s", r.Method, r.URL)
 		http.Error(w, "proxy", http.StatusBadGateway)
@@ -837,7 +800,7 @@ func TestEnvironmentProxyIgnored(t *testing.T) {
 func TestDNSRebinding(t *testing.T) {
 	setup := func(t *testing.T) (*testResolver, *testNet, *origin, *http.Client) {
 		res, n, o := publicSite(t, "rebind.test", serveMarker)
-		res.set("rebind.test", []string{publicIP}, []string{"127.0.0.1"})
+		res.Set("rebind.test", []string{publicIP}, []string{"127.0.0.1"})
 		return res, n, o, newTestClient(t, Config{Resolver: res, DialContext: n.DialContext})
 	}
 	t.Run("a new connection resolves again", func(t *testing.T) {
@@ -853,8 +816,8 @@ func TestDNSRebinding(t *testing.T) {
 		if diff := cmp.Diff([]string{publicIP + ":80"}, n.dialed()); diff != "" {
 			t.Errorf("dials (-want +got):\n%s", diff)
 		}
-		if o.hits.Load() != 1 || res.count("rebind.test") != 2 {
-			t.Errorf("%d requests, %d lookups; want 1 and 2", o.hits.Load(), res.count("rebind.test"))
+		if o.hits.Load() != 1 || res.Count("rebind.test") != 2 {
+			t.Errorf("%d requests, %d lookups; want 1 and 2", o.hits.Load(), res.Count("rebind.test"))
 		}
 	})
 	t.Run("a pooled connection is reused", func(t *testing.T) {
@@ -867,8 +830,8 @@ func TestDNSRebinding(t *testing.T) {
 		if diff := cmp.Diff([]string{publicIP + ":80"}, n.dialed()); diff != "" {
 			t.Errorf("dials (-want +got):\n%s", diff)
 		}
-		if o.hits.Load() != 2 || res.count("rebind.test") != 1 {
-			t.Errorf("%d requests, %d lookups; want 2 and 1", o.hits.Load(), res.count("rebind.test"))
+		if o.hits.Load() != 2 || res.Count("rebind.test") != 1 {
+			t.Errorf("%d requests, %d lookups; want 2 and 1", o.hits.Load(), res.Count("rebind.test"))
 		}
 	})
 }
@@ -894,7 +857,7 @@ func TestMixedAnswers(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			res, n, o := publicSite(t, "mixed.test", serveMarker)
-			res.set("mixed.test", tt.answers)
+			res.Set("mixed.test", tt.answers)
 			for _, a := range tt.refused {
 				n.routeRefused(a + ":80")
 			}
@@ -933,8 +896,8 @@ func TestOnBlocked(t *testing.T) {
 			res, n, o := publicSite(t, "redirector.test", func(w http.ResponseWriter, r *http.Request) {
 				http.Redirect(w, r, "http://169.254.1.1/", http.StatusFound)
 			})
-			res.set("intranet.test", []string{"10.0.0.1", "10.0.0.2"})
-			res.set("localhost.test", []string{"127.0.0.1", "::1"})
+			res.Set("intranet.test", []string{"10.0.0.1", "10.0.0.2"})
+			res.Set("localhost.test", []string{"127.0.0.1", "::1"})
 			var blocked blockedCalls
 			c := newTestClient(t, Config{Resolver: res, DialContext: n.DialContext, OnBlocked: blocked.record})
 			_, _, err := fetch(t.Context(), c, tt.url)
@@ -967,8 +930,8 @@ func TestHTTPSVerifiesTheHostName(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(o.Certificate())
 	res := newTestResolver()
-	res.set("www.example.com", []string{publicIP}) // the certificate's name
-	res.set("other.test", []string{publicIP})
+	res.Set("www.example.com", []string{publicIP}) // the certificate's name
+	res.Set("other.test", []string{publicIP})
 	n := newTestNet(t)
 	n.route(publicIP+":443", o.Listener.Addr())
 
@@ -1023,7 +986,7 @@ func TestDefaultDialer(t *testing.T) {
 	o := newOrigin(t, serveMarker)
 	ap := netip.MustParseAddrPort(o.Listener.Addr().String())
 	res := newTestResolver()
-	res.set("local.test", []string{ap.Addr().String()})
+	res.Set("local.test", []string{ap.Addr().String()})
 	url := fmt.Sprintf("http://local.test:%d/", ap.Port())
 
 	refused := NewClient(Config{Resolver: res, AllowedPorts: []uint16{ap.Port()}})

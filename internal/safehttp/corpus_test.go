@@ -5,34 +5,17 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/pedal-project/pedal/internal/safehttp/safehttptest"
 )
 
-// corpusPath is the project's shared SSRF corpus, which lives beside the
-// repository, not in it: TestCorpus skips when it is absent (CI clones only the
-// repository).
-const corpusPath = "../../../shared/testdata/ssrf-corpus-public.json"
+type corpusCase = safehttptest.Case
 
-type corpusCase struct {
-	ID       string                     `json:"id"`
-	Category string                     `json:"category"`
-	Input    string                     `json:"input"`
-	DNS      map[string]json.RawMessage `json:"dns"` // host: ["ip", ...], or [["ip"], ["ip"]] for successive answers
-	Server   *struct {
-		Status   int    `json:"status"`
-		Location string `json:"location"`
-	} `json:"server"`
-	Expected string `json:"expected"`
-	Why      string `json:"why"`
-}
-
-// corpusPublic are the public addresses in the corpus. TestCorpus routes them,
-// on ports 80 and 443, to its test servers; it routes nothing else.
-var corpusPublic = []string{"93.184.215.14", "172.15.255.255"}
+var corpusPublic = safehttptest.CorpusPublic
 
 // coveredElsewhere says, for each case that describes a page or a limit
 // rather than a URL to fetch, which test covers it, or whose concern it is.
@@ -65,17 +48,7 @@ var coveredElsewhere = map[string]string{
 // net/url cannot parse, so no request exists), with no server contacted for
 // the refused hop.
 func TestCorpus(t *testing.T) {
-	data, err := os.ReadFile(corpusPath)
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("%s not found: the corpus lives beside the repository", corpusPath)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []corpusCase
-	if err := json.Unmarshal(data, &cases); err != nil {
-		t.Fatalf("%s: %v", corpusPath, err)
-	}
+	cases := safehttptest.LoadCorpus(t)
 	for _, c := range cases {
 		t.Run(c.ID, func(t *testing.T) {
 			t.Parallel()
@@ -115,18 +88,7 @@ type corpusEnv struct {
 func newCorpusEnv(t *testing.T, c corpusCase, h http.HandlerFunc) *corpusEnv {
 	t.Helper()
 	env := &corpusEnv{res: newTestResolver(), net: newTestNet(t), hits: new(atomic.Int64), blocked: new(blockedCalls)}
-	for host, raw := range c.DNS {
-		var successive [][]string
-		if err := json.Unmarshal(raw, &successive); err == nil {
-			env.res.set(host, successive...)
-			continue
-		}
-		var answers []string
-		if err := json.Unmarshal(raw, &answers); err != nil {
-			t.Fatalf("dns %s: %v", host, err)
-		}
-		env.res.set(host, answers)
-	}
+	c.SetDNS(t, env.res)
 	counted := func(w http.ResponseWriter, r *http.Request) {
 		env.hits.Add(1)
 		h(w, r)
@@ -233,7 +195,7 @@ func corpusKeepAlive(t *testing.T, c corpusCase) {
 			t.Fatalf("GET = %q, %v; want the public server (%s)", body, err, c.Expected)
 		}
 	}
-	if got := env.res.count("keepalive.test"); got != 1 {
+	if got := env.res.Count("keepalive.test"); got != 1 {
 		t.Errorf("%d lookups, want 1", got)
 	}
 }
