@@ -63,6 +63,20 @@ type Quality struct {
 	Valid, Bot, IPRate, Duplicates, TooLate int64
 }
 
+// Fenced is implemented by stores that aggregators in several processes
+// share (ClickHouse). A partition's owner writes with an epoch, a fencing
+// token that rises with every change of owner: a row written with a lower
+// epoch never replaces one written with a higher epoch, whatever the order in
+// which they arrive, so a process that lost its partitions but still runs (a
+// zombie) cannot overwrite its successor's totals.
+type Fenced interface {
+	// MinEpoch returns an epoch whose writes replace every row the store has
+	// seen or written, through Upsert or UpsertEpoch with lower epochs.
+	MinEpoch() uint64
+	// UpsertEpoch is Upsert for a writer that holds epoch (at least 1).
+	UpsertEpoch(ctx context.Context, epoch uint64, rows []Row) error
+}
+
 // ErrClosed is returned by a closed store.
 var ErrClosed = errors.New("analytics: store is closed")
 

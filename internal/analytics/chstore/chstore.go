@@ -112,7 +112,8 @@ type Store struct {
 	mu      sync.Mutex
 	closed  bool
 	queue   []*call // Upserts waiting for the next flush
-	version uint64  // the last version given to a row
+	version uint64  // the largest version seen or given to a row
+	counter uint64  // the counter of UpsertEpoch's versions
 
 	kick chan struct{} // wakes the flusher; capacity 1
 	stop chan struct{} // closed by Close
@@ -234,6 +235,68 @@ ORDER BY (toDate(start), ad_id, country, start)`,
 // ends first, rows not yet taken by a flush are withdrawn; rows already taken
 // may still be applied (replaying them is harmless: totals are absolute).
 func (s *Store) Upsert(ctx context.Context, rows []analytics.Row) error {
+	return s.upsert(ctx, rows, func(int) uint64 {
+		// The clock, so that a later process's totals win without knowing
+		// the table's versions.
+		return max(s.version+1, uint64(time.Now().UnixNano()))
+	})
+}
+
+// epochShift places a writer's epoch above a counter in the versions of
+// UpsertEpoch.
+const epochShift = 40
+
+// MinEpoch returns an epoch whose writes through UpsertEpoch replace every
+// row this store has seen or written so far: the table's and the spool's at
+// Open, the wall clock's versions of Upsert, and the epochs of UpsertEpoch.
+func (s *Store) MinEpoch() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.version, uint64(time.Now().UnixNano()))>>epochShift + 1
+}
+
+// UpsertEpoch is Upsert for a writer that holds epoch, a fencing token: its
+// rows get versions epoch<<40 | a counter, so they replace every row written
+// with a lower epoch and are never replaced by one, whenever each arrives. A
+// writer that lost its partitions to one with a higher epoch (a zombie) can
+// therefore not overwrite its successor's totals. The counter rises with
+// every call (2^40 calls: decades at thousands a second), so within an epoch
+// the last write of a key wins; within a call, the last row of a key.
+func (s *Store) UpsertEpoch(ctx context.Context, epoch uint64, rows []analytics.Row) error {
+	if epoch == 0 || epoch >= 1<<(64-epochShift) {
+		return fmt.Errorf("chstore: epoch %d out of range", epoch)
+	}
+	// One version for the call: keep only the last row of each key.
+	type key struct {
+		ad, country string
+		start       int64
+	}
+	last := make(map[key]int, len(rows))
+	for i, r := range rows {
+		last[key{r.AdID, r.Country, r.Start.Unix()}] = i
+	}
+	if len(last) < len(rows) {
+		kept := make([]analytics.Row, 0, len(last))
+		for i, r := range rows {
+			if last[key{r.AdID, r.Country, r.Start.Unix()}] == i {
+				kept = append(kept, r)
+			}
+		}
+		rows = kept
+	}
+	var v uint64
+	return s.upsert(ctx, rows, func(i int) uint64 {
+		if i == 0 {
+			s.counter = (s.counter + 1) & (1<<epochShift - 1)
+			v = epoch<<epochShift | s.counter
+		}
+		return v
+	})
+}
+
+// upsert queues rows with versions from next, called under s.mu for each row
+// in turn, and waits for their flush.
+func (s *Store) upsert(ctx context.Context, rows []analytics.Row, next func(i int) uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -254,11 +317,11 @@ func (s *Store) Upsert(ctx context.Context, rows []analytics.Row) error {
 	// Versions rise with the order of the calls and of rows in a call, so
 	// the last write of a key wins, in ClickHouse as in the spool.
 	c := &call{rows: make([]vrow, len(rows)), done: make(chan error, 1)}
-	now := uint64(time.Now().UnixNano())
 	for i, r := range rows {
-		s.version = max(s.version+1, now)
+		v := next(i)
+		s.version = max(s.version, v)
 		r.Start = r.Start.UTC()
-		c.rows[i] = vrow{Row: r, version: s.version}
+		c.rows[i] = vrow{Row: r, version: v}
 	}
 	s.queue = append(s.queue, c)
 	s.mu.Unlock()

@@ -280,3 +280,59 @@ func TestOpenRefused(t *testing.T) {
 	}
 	t.Logf("Open with an unknown user: %v", err)
 }
+
+// TestEpochFencing plays a zombie: a writer whose partitions moved to one
+// with a higher epoch writes stale totals after its successor; they must not
+// win, whether they arrive directly or from another store (another process),
+// and a writer of a later epoch replaces both. A store opened later starts
+// its epochs above every version it finds.
+func TestEpochFencing(t *testing.T) {
+	dsn := chtest.Start(t)
+	cfg := chstore.Config{DSN: dsn, SpoolDir: t.TempDir(), FlushInterval: 5 * time.Millisecond}
+	a, b := open(t, cfg, nil), open(t, chstore.Config{DSN: dsn, SpoolDir: t.TempDir(), FlushInterval: 5 * time.Millisecond}, nil)
+	defer a.Close()
+	defer b.Close()
+	ctx := t.Context()
+
+	// Clock-versioned totals, then a successor's: its epoch beats the clock.
+	if err := a.Upsert(ctx, rowsOf(1, 30)); err != nil {
+		t.Fatal(err)
+	}
+	old := a.MinEpoch()
+	next := max(old, b.MinEpoch()) + 1
+	if err := b.UpsertEpoch(ctx, next, rowsOf(2, 30)); err != nil {
+		t.Fatal(err)
+	}
+	// The zombie (epoch old) writes later, from its own store, twice.
+	for range 2 {
+		if err := a.UpsertEpoch(ctx, old, rowsOf(3, 30)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// So does a plain Upsert of the clock, which a takeover fenced too.
+	if err := a.Upsert(ctx, rowsOf(4, 30)); err != nil {
+		t.Fatal(err)
+	}
+	m := analyticstest.Model{}
+	m.Add(rowsOf(2, 30)...)
+	analyticstest.CheckAll(t, a, m, base.Add(-time.Hour), base.Add(48*time.Hour))
+
+	// Within an epoch, the last write and the last row of a call win.
+	later := append(rowsOf(5, 30), rowsOf(6, 30)...)
+	if err := b.UpsertEpoch(ctx, next, later); err != nil {
+		t.Fatal(err)
+	}
+	m = analyticstest.Model{}
+	m.Add(rowsOf(6, 30)...)
+	analyticstest.CheckAll(t, a, m, base.Add(-time.Hour), base.Add(48*time.Hour))
+
+	// A store opened now starts above the table's versions.
+	c := open(t, chstore.Config{DSN: dsn, SpoolDir: t.TempDir(), FlushInterval: 5 * time.Millisecond}, nil)
+	defer c.Close()
+	if got := c.MinEpoch(); got <= next {
+		t.Errorf("MinEpoch of a new store: %d, want above the table's epoch %d", got, next)
+	}
+	if err := a.UpsertEpoch(ctx, 0, rowsOf(7, 1)); err == nil {
+		t.Error("UpsertEpoch with epoch 0 succeeded")
+	}
+}

@@ -13,7 +13,12 @@
 // with every row upserted (the larger of the last version + 1 and the
 // nanosecond wall clock, seeded at Open from the table and the spool), so a
 // replay of old totals never beats newer ones and the last write of a key
-// wins. Reads deduplicate at query time with FINAL, so they are right before
+// wins. Aggregators that share partitions through a consumer group write
+// with UpsertEpoch instead: versions are epoch<<40 | a per-call counter,
+// where the epoch is a fencing token that rises with every change of a
+// partition's owner (above MinEpoch, itself above every version seen and the
+// clock), so the rows of an owner that lost its partition never replace its
+// successor's (analytics.Fenced). Reads deduplicate at query time with FINAL, so they are right before
 // background merges. FINAL beat argMax(col, version) grouped by the key on
 // 18.16 (BenchmarkRead, 1M keys written twice, 2 vCPU): Top over all rows
 // 274 ms vs 2.39 s unmerged and 114 ms vs 1.70 s after OPTIMIZE FINAL; Top over
