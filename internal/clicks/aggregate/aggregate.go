@@ -35,6 +35,10 @@ type Config struct {
 	// nil means all. Aggregators in several processes split the partitions
 	// between them this way, each with its own state directory.
 	Partitions []int32
+	// Membership, when set, makes the aggregator a member of a consumer group
+	// that assigns the partitions and moves them between processes (see
+	// Membership); Partitions must then be nil.
+	Membership Membership
 
 	DedupHorizon    time.Duration // default 10m
 	AllowedLateness time.Duration // default 30s
@@ -108,10 +112,15 @@ type Aggregator struct {
 	logger *slog.Logger
 	m      *metrics
 	bots   []string
-	parts  []*partition // the owned partitions, by increasing id
-	byID   []*partition // every partition of the topic; nil when not owned
+	fenced analytics.Fenced // the store, when it fences writers by epoch
 	rates  rates
 	sem    chan struct{} // a slot per worker
+
+	mu    sync.RWMutex
+	parts []*partition // the owned partitions, by increasing id
+	byID  []*partition // every partition of the topic; nil when not owned
+
+	group groupState // with a Membership
 }
 
 // Open opens (or creates) the aggregator's state store in dir and loads the
@@ -142,6 +151,7 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 		return nil, fmt.Errorf("open aggregator state in %s: %w", dir, err)
 	}
 	a := &Aggregator{cfg: cfg, log: log, store: store, db: db, logger: logger, sem: make(chan struct{}, cfg.Workers)}
+	a.fenced, _ = store.(analytics.Fenced)
 	for _, b := range cfg.BotSubstrings {
 		if b = strings.ToLower(strings.TrimSpace(b)); b != "" {
 			a.bots = append(a.bots, b)
@@ -150,7 +160,13 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 	a.m = newMetrics(reg, a)
 	start := time.Now()
 	owned := cfg.Partitions
-	if owned == nil {
+	switch {
+	case cfg.Membership != nil && owned != nil:
+		db.Close()
+		return nil, errors.New("aggregator: partitions are chosen either by a consumer group or by a list, not both")
+	case cfg.Membership != nil:
+		// The group assigns them once Run has joined it.
+	case owned == nil:
 		for i := range n {
 			owned = append(owned, i)
 		}
@@ -188,7 +204,9 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 		keys += p.fps.Len()
 		windows += len(p.windows)
 	}
-	logger.Info("aggregator state loaded", "partitions", len(a.parts), "of", n, "dedup_keys", keys, "open_windows", windows, "duration", time.Since(start))
+	if cfg.Membership == nil {
+		logger.Info("aggregator state loaded", "partitions", len(a.parts), "of", n, "dedup_keys", keys, "open_windows", windows, "duration", time.Since(start))
+	}
 	return a, nil
 }
 
@@ -196,6 +214,9 @@ func Open(ctx context.Context, dir string, cfg Config, log Log, store analytics.
 // processed. It returns nil after ctx is done, or the first error that stopped
 // a partition.
 func (a *Aggregator) Run(ctx context.Context) error {
+	if a.cfg.Membership != nil {
+		return a.runGroup(ctx)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, p := range a.parts {
 		g.Go(func() error { return p.run(gctx) })
@@ -208,6 +229,13 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	return err
 }
 
+// owned returns the partitions the aggregator owns now.
+func (a *Aggregator) owned() []*partition {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.parts
+}
+
 // Close closes the state store. Call it after Run has returned.
 func (a *Aggregator) Close() error { return a.db.Close() }
 
@@ -217,7 +245,9 @@ func (a *Aggregator) Close() error { return a.db.Close() }
 // later. ok is false before the partition has seen a click, and for a
 // partition another aggregator owns.
 func (a *Aggregator) Watermark(adID string) (time.Time, bool) {
+	a.mu.RLock()
 	p := a.byID[eventlog.PartitionForString(adID, int32(len(a.byID)))]
+	a.mu.RUnlock()
 	if p == nil {
 		return time.Time{}, false // another aggregator's
 	}
@@ -246,7 +276,7 @@ func (a *Aggregator) Status(ctx context.Context) (Status, error) {
 	now := a.cfg.Now()
 	st := Status{Freshness: -1}
 	var newest int64
-	for _, p := range a.parts {
+	for _, p := range a.owned() {
 		_, end, err := a.log.Offsets(ctx, clicks.Topic, p.id)
 		if err != nil {
 			return Status{}, err
@@ -296,7 +326,7 @@ func (r *rates) sample(ctx context.Context, a *Aggregator) {
 	for {
 		var s rateSample
 		s.at = a.cfg.Now()
-		for _, p := range a.parts {
+		for _, p := range a.owned() {
 			if _, end, err := a.log.Offsets(ctx, clicks.Topic, p.id); err == nil {
 				s.in += end
 			}

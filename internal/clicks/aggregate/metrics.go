@@ -21,6 +21,15 @@ type metrics struct {
 	publish       prometheus.Histogram
 	visible       prometheus.Histogram
 	publishErrors prometheus.Counter
+	takeovers     *prometheus.HistogramVec
+	replayed      prometheus.Counter
+}
+
+// takeover records a partition taken over from a consumer group: how
+// ("new", "resume", "rebuild"), how long it took and the records replayed.
+func (m *metrics) takeover(how string, d time.Duration, replayed int64) {
+	m.takeovers.WithLabelValues(how).Observe(d.Seconds())
+	m.replayed.Add(float64(replayed))
 }
 
 func newMetrics(reg prometheus.Registerer, a *Aggregator) *metrics {
@@ -57,6 +66,15 @@ func newMetrics(reg prometheus.Registerer, a *Aggregator) *metrics {
 			Name: "pedal_aggregate_publish_errors_total",
 			Help: "Failed upserts to the analytics store (each is retried).",
 		}),
+		takeovers: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pedal_aggregate_takeover_duration_seconds",
+			Help:    "Time to take over a partition assigned by the consumer group, by how: new, resume (local state was the latest) or rebuild (replayed from the log).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}, []string{"how"}),
+		replayed: f.NewCounter(prometheus.CounterOpts{
+			Name: "pedal_aggregate_replayed_records_total",
+			Help: "Records replayed from the log to rebuild the state of partitions taken over.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(&collector{a: a})
@@ -89,7 +107,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	var newest int64
 	var keys, bytes int
-	for _, p := range c.a.parts {
+	for _, p := range c.a.owned() {
 		pub := p.snapshot()
 		label := strconv.Itoa(int(p.id))
 		if _, end, err := c.a.log.Offsets(context.Background(), clicks.Topic, p.id); err == nil {

@@ -83,6 +83,12 @@ type published struct {
 type partition struct {
 	a  *Aggregator
 	id int32
+	// epoch fences the partition's writes to the analytics store when its
+	// ownership comes from a consumer group; 0 otherwise.
+	epoch uint64
+	// replaying: the partition is rebuilding its state from the log after a
+	// takeover, so flushes commit state but publish and commit nothing.
+	replaying bool
 
 	// Owned by the partition's goroutine.
 	meta
@@ -650,9 +656,9 @@ func (p *partition) flush(ctx context.Context) error {
 	p.lastFlush = now
 
 	if now.Sub(p.lastLogCommit) >= cfg.LogCommitInterval {
-		// The log may delete what every group has processed; failing here only
-		// delays retention.
-		if err := p.a.log.CommitOffset(ctx, cfg.Group, clicks.Topic, p.id, p.next); err != nil && ctx.Err() == nil {
+		// Failing here only delays retention (and, in a group, lengthens the
+		// replay of the partition's next owner).
+		if err := p.commitPosition(ctx); err != nil && ctx.Err() == nil {
 			p.a.logger.Warn("commit aggregator position to the log", "partition", p.id, "err", err)
 		}
 		p.lastLogCommit = now
@@ -660,13 +666,34 @@ func (p *partition) flush(ctx context.Context) error {
 	return nil
 }
 
+// commitPosition stores the partition's position in the log's consumer
+// group, which lets retention pass what is processed. In a group it carries
+// the epoch and the largest event time, for the partition's next owner.
+func (p *partition) commitPosition(ctx context.Context) error {
+	if p.replaying {
+		return nil
+	}
+	if m := p.a.cfg.Membership; m != nil {
+		return m.Commit(ctx, p.id, p.next, position{epoch: p.epoch, hasMax: p.hasMax, maxTS: p.maxTS}.String())
+	}
+	return p.a.log.CommitOffset(ctx, p.a.cfg.Group, clicks.Topic, p.id, p.next)
+}
+
 // publish upserts rows to the analytics store, retrying until it succeeds or
 // ctx is done: the state is committed, so the rows must reach the store.
 func (p *partition) publish(ctx context.Context, rows []analytics.Row) error {
+	if p.replaying {
+		return nil
+	}
 	if len(rows) > 0 {
 		start := time.Now()
 		for attempt := 0; ; attempt++ {
-			err := p.a.store.Upsert(ctx, rows)
+			var err error
+			if p.epoch > 0 && p.a.fenced != nil {
+				err = p.a.fenced.UpsertEpoch(ctx, p.epoch, rows)
+			} else {
+				err = p.a.store.Upsert(ctx, rows)
+			}
 			if err == nil {
 				break
 			}

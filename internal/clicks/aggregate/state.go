@@ -18,6 +18,7 @@ import (
 //	'w' part minute ad_id 0 country   → clicks, bot, ip_rate, duplicates, too_late (uvarints)
 //	'i' part minute bucket(u16)       → ip counters of minutes that left memory: (ad_id, ip, count)…
 //	'd' part minute fingerprint       → entries of counted clicks: (ad_id, click_id, ts, bot, ip)…
+//	'e' part                          → epoch of the last takeover from a consumer group (u64)
 //
 // The ip counters of the minutes still in memory are not stored: they are the
 // number of deduplication entries of the minute with that ad and ip that are not
@@ -28,6 +29,7 @@ const (
 	kindWindow    = 'w'
 	kindIP        = 'i'
 	kindDedup     = 'd'
+	kindEpoch     = 'e'
 )
 
 var errCorrupt = errors.New("aggregator state: corrupt value")
@@ -256,3 +258,5 @@ func matchEntry(v []byte, ad, click string, ts, h int64) (bool, error) {
 
 func be32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
 func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+func be64bytes(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
