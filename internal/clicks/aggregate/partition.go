@@ -89,6 +89,8 @@ type partition struct {
 	// replaying: the partition is rebuilding its state from the log after a
 	// takeover, so flushes commit state but publish and commit nothing.
 	replaying bool
+	// committedNext is the position last committed to the log; -1 before.
+	committedNext int64
 
 	// Owned by the partition's goroutine.
 	meta
@@ -164,6 +166,7 @@ func (a *Aggregator) loadPartition(id int32) (*partition, error) {
 		uaCache:    map[string]bool{},
 	}
 	p.publishedNext = -1
+	p.committedNext = -1
 	if v, closer, err := a.db.Get(partKey(kindMeta, id)); err == nil {
 		p.meta, err = decodeMeta(v)
 		closer.Close()
@@ -258,18 +261,9 @@ func (a *Aggregator) loadPartition(id int32) (*partition, error) {
 // run processes the partition until ctx is done.
 func (p *partition) run(ctx context.Context) error {
 	cfg := &p.a.cfg
-	if p.publishedNext != p.next {
-		// The last commit's windows may not have reached the analytics store.
-		rows := make([]analytics.Row, 0, len(p.windows))
-		for _, w := range p.windows {
-			rows = append(rows, w.row())
-		}
-		if err := p.publish(ctx, rows); err != nil {
-			return err
-		}
-		p.mu.Lock()
-		p.pub.next = p.next
-		p.mu.Unlock()
+	// The last commit's windows may not have reached the analytics store.
+	if err := p.republish(ctx); err != nil {
+		return err
 	}
 	start, _, err := p.a.log.Offsets(ctx, clicks.Topic, p.id)
 	if err != nil {
@@ -285,7 +279,7 @@ func (p *partition) run(ctx context.Context) error {
 	p.lastFlush = cfg.Now()
 	for {
 		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if p.processed || len(p.dirty) > 0 {
+		if p.processed || len(p.dirty) > 0 || p.positionDue() {
 			fctx, cancel = context.WithDeadline(ctx, p.lastFlush.Add(cfg.FlushInterval))
 		}
 		recs, err := p.a.log.Fetch(fctx, clicks.Topic, p.id, p.next, cfg.FetchMax)
@@ -298,15 +292,41 @@ func (p *partition) run(ctx context.Context) error {
 			if ferr := p.flush(fctx); ferr != nil {
 				return ferr
 			}
+			// A flush that ctx interrupted committed windows it did not publish.
+			if ferr := p.republish(fctx); ferr != nil {
+				return ferr
+			}
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded):
 		case err != nil:
 			return fmt.Errorf("partition %d: read the log at %d: %w", p.id, p.next, err)
 		}
 		if err := p.step(ctx, recs); err != nil {
+			if ctx.Err() != nil {
+				continue // stop as above
+			}
 			return err
 		}
 	}
+}
+
+// republish publishes every window in memory if the state committed last
+// has not all reached the analytics store.
+func (p *partition) republish(ctx context.Context) error {
+	if p.publishedNext == p.next {
+		return nil
+	}
+	rows := make([]analytics.Row, 0, len(p.windows))
+	for _, w := range p.windows {
+		rows = append(rows, w.row())
+	}
+	if err := p.publish(ctx, rows); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.pub.next = p.next
+	p.mu.Unlock()
+	return nil
 }
 
 // step processes recs and flushes when the flush interval has passed, holding
@@ -561,6 +581,13 @@ func (p *partition) flush(ctx context.Context) error {
 	now := cfg.Now()
 	if !p.processed && len(p.dirty) == 0 {
 		p.lastFlush = now
+		if p.positionDue() && now.Sub(p.lastLogCommit) >= cfg.LogCommitInterval {
+			// Idle since the last commit of the position: commit the rest.
+			if err := p.commitPosition(ctx); err != nil && ctx.Err() == nil {
+				p.a.logger.Warn("commit aggregator position to the log", "partition", p.id, "err", err)
+			}
+			p.lastLogCommit = now
+		}
 		return nil
 	}
 	start := time.Now()
@@ -673,11 +700,20 @@ func (p *partition) commitPosition(ctx context.Context) error {
 	if p.replaying {
 		return nil
 	}
+	var err error
 	if m := p.a.cfg.Membership; m != nil {
-		return m.Commit(ctx, p.id, p.next, position{epoch: p.epoch, hasMax: p.hasMax, maxTS: p.maxTS}.String())
+		err = m.Commit(ctx, p.id, p.next, position{epoch: p.epoch, hasMax: p.hasMax, maxTS: p.maxTS}.String())
+	} else {
+		err = p.a.log.CommitOffset(ctx, p.a.cfg.Group, clicks.Topic, p.id, p.next)
 	}
-	return p.a.log.CommitOffset(ctx, p.a.cfg.Group, clicks.Topic, p.id, p.next)
+	if err == nil {
+		p.committedNext = p.next
+	}
+	return err
 }
+
+// positionDue reports whether the log lacks the partition's position.
+func (p *partition) positionDue() bool { return !p.replaying && p.committedNext != p.next }
 
 // publish upserts rows to the analytics store, retrying until it succeeds or
 // ctx is done: the state is committed, so the rows must reach the store.
