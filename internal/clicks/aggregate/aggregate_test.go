@@ -422,3 +422,54 @@ func TestSplitPartitions(t *testing.T) {
 		t.Error("an aggregator of partition 4 of 4 opened")
 	}
 }
+
+// stallingStore blocks the first Upsert after arm until its context ends,
+// as a publication interrupted by a stop.
+type stallingStore struct {
+	*rowStore
+	mu      sync.Mutex
+	armed   bool
+	stalled chan struct{}
+}
+
+func (s *stallingStore) Upsert(ctx context.Context, rows []analytics.Row) error {
+	s.mu.Lock()
+	stall := s.armed
+	s.armed = false
+	s.mu.Unlock()
+	if stall {
+		close(s.stalled)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.rowStore.Upsert(ctx, rows)
+}
+
+// TestStopDuringPublishLosesNothing stops the aggregator while a publication
+// is in flight: the totals it carried must still reach the store, on the way
+// out or at the next start, not be skipped by a later empty publication.
+func TestStopDuringPublishLosesNothing(t *testing.T) {
+	f := newFixture(t, 1)
+	s := newStream(9, 20)
+	batch := make([]clicks.Click, 400)
+	for i := range batch {
+		batch[i] = s.next()
+	}
+	f.append(batch)
+	store := &stallingStore{rowStore: f.store, armed: true, stalled: make(chan struct{})}
+	a, err := Open(t.Context(), filepath.Join(f.dir, "state"), f.cfg, f.log, store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	<-store.stalled
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	a.Close()
+	f.runUntilCaughtUp(f.open())
+	f.check()
+}

@@ -212,7 +212,7 @@ func (a *Aggregator) stopPartitions(ctx context.Context, parts []int32, commit b
 		if p == nil {
 			continue // stopped during its takeover
 		}
-		if commit && p.publishedNext != p.next {
+		if commit && (p.publishedNext != p.next || len(p.unpublished) > 0) {
 			// Its last totals did not all reach the store: the next owner must
 			// process again from the last commit, and publish them.
 			a.logger.Warn("a revoked partition's last totals were not published; leaving its position", "partition", p.id)

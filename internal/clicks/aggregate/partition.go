@@ -91,6 +91,9 @@ type partition struct {
 	replaying bool
 	// committedNext is the position last committed to the log; -1 before.
 	committedNext int64
+	// unpublished are rows whose publication a stop interrupted; they go
+	// out with the next publication, which alone advances publishedNext.
+	unpublished []analytics.Row
 
 	// Owned by the partition's goroutine.
 	meta
@@ -313,7 +316,7 @@ func (p *partition) run(ctx context.Context) error {
 // republish publishes every window in memory if the state committed last
 // has not all reached the analytics store.
 func (p *partition) republish(ctx context.Context) error {
-	if p.publishedNext == p.next {
+	if p.publishedNext == p.next && len(p.unpublished) == 0 {
 		return nil
 	}
 	rows := make([]analytics.Row, 0, len(p.windows))
@@ -721,6 +724,11 @@ func (p *partition) publish(ctx context.Context, rows []analytics.Row) error {
 	if p.replaying {
 		return nil
 	}
+	// Rows a stop interrupted go first: until they are in, the store is not
+	// up to date with any later position.
+	if len(p.unpublished) > 0 {
+		rows = append(p.unpublished, rows...)
+	}
 	if len(rows) > 0 {
 		start := time.Now()
 		for attempt := 0; ; attempt++ {
@@ -734,6 +742,7 @@ func (p *partition) publish(ctx context.Context, rows []analytics.Row) error {
 				break
 			}
 			if ctx.Err() != nil {
+				p.unpublished = rows
 				return ctx.Err()
 			}
 			p.a.m.publishErrors.Inc()
@@ -742,12 +751,14 @@ func (p *partition) publish(ctx context.Context, rows []analytics.Row) error {
 			select {
 			case <-ctx.Done():
 				t.Stop()
+				p.unpublished = rows
 				return ctx.Err()
 			case <-t.C:
 			}
 		}
 		p.a.m.publish.Observe(time.Since(start).Seconds())
 	}
+	p.unpublished = nil
 	p.publishedNext = p.next
 	// Not synced: if it is lost, the next start publishes the windows again.
 	if err := p.a.db.Set(partKey(kindPublished, p.id), meta{next: p.next}.encode(), pebble.NoSync); err != nil {
