@@ -36,6 +36,7 @@ import (
 	"github.com/pedal-project/pedal/internal/observe"
 	"github.com/pedal-project/pedal/internal/outbox"
 	"github.com/pedal-project/pedal/internal/safehttp"
+	"github.com/pedal-project/pedal/internal/web"
 )
 
 type serveConfig struct {
@@ -457,7 +458,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		if shared.fallback != nil {
 			gw.SetFallbackStore(shared.fallback)
 		}
-		handler = gw
+		handler = web.Mount(gw) // the dashboard at / and /ui/; every other path to the gateway
 	} else {
 		// Behind another process's gateway: the local services, unguarded.
 		handler = internalMux(services)
