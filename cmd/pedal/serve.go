@@ -34,6 +34,7 @@ import (
 	"github.com/pedal-project/pedal/internal/metadata/collect"
 	"github.com/pedal-project/pedal/internal/metadata/taskstore"
 	"github.com/pedal-project/pedal/internal/observe"
+	"github.com/pedal-project/pedal/internal/observe/logship"
 	"github.com/pedal-project/pedal/internal/outbox"
 	"github.com/pedal-project/pedal/internal/safehttp"
 	"github.com/pedal-project/pedal/internal/web"
@@ -331,6 +332,22 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	logger := observe.NewLogger(stdout, cfg.LogLevel)
 	reg := observe.NewRegistry()
+	// With OTEL_LOGS_EXPORTER=otlp, logs also go over OTLP through a spool
+	// under the data dir; flushed last, after every other deferred step logged.
+	shipLogs, closeLogShipping, err := logship.FromEnv(getenv, cfg.DataDir, cfg.LogLevel, reg, stderr)
+	if err != nil {
+		return err
+	}
+	if shipLogs != nil {
+		logger = slog.New(slog.NewMultiHandler(logger.Handler(), shipLogs))
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := closeLogShipping(sctx); err != nil {
+				fmt.Fprintln(stderr, "pedal:", err)
+			}
+		}()
+	}
 	tp, shutdownTracing, err := observe.NewTracerProvider(ctx, "pedal", getenv)
 	if err != nil {
 		return err
