@@ -18,6 +18,7 @@ Usage:
   pedal loadgen [flags]      drive a running server at a constant rate and report latencies
   pedal sign-click [flags]   mint a signed redirect click URL
   pedal token [flags]        mint a JWT for the API (HS256, the server's key)
+  pedal estimate [flags]     print a capacity sheet from the measured per-core figures
 
 Run "pedal <command> --help" for the flags of a command. Every flag can also be set
 with an environment variable: --http-addr of serve is PEDAL_HTTP_ADDR, --rate of
@@ -40,6 +41,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runSignClick(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, getenv, stdout, stderr)
+	case "estimate":
+		return runEstimate(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return nil
