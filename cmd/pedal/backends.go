@@ -9,12 +9,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pedal-project/pedal/internal/analytics"
 	"github.com/pedal-project/pedal/internal/analytics/chstore"
 	"github.com/pedal-project/pedal/internal/analytics/embedstore"
+	"github.com/pedal-project/pedal/internal/clicks"
+	"github.com/pedal-project/pedal/internal/clicks/aggregate"
 	"github.com/pedal-project/pedal/internal/eventlog"
 	"github.com/pedal-project/pedal/internal/eventlog/kafkalog"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
@@ -148,6 +151,25 @@ func openLog(ctx context.Context, cfg serveConfig, logger *slog.Logger, reg prom
 		return nil, nil, fmt.Errorf("--log: %w", err)
 	}
 	return l, nil, nil
+}
+
+// kafkaMembership is the aggregators' consumer group on Kafka.
+type kafkaMembership struct {
+	*kafkalog.Member
+	log *kafkalog.Log
+}
+
+func newMembership(l *kafkalog.Log, sessionTimeout time.Duration) (kafkaMembership, error) {
+	m, err := l.NewMember(kafkalog.MemberConfig{Group: "aggregator", Topic: clicks.Topic, SessionTimeout: sessionTimeout})
+	return kafkaMembership{Member: m, log: l}, err
+}
+
+func (k kafkaMembership) Join(ctx context.Context, r aggregate.Rebalancer) error {
+	return k.Member.Join(ctx, r)
+}
+
+func (k kafkaMembership) OffsetForTime(ctx context.Context, part int32, t time.Time) (int64, error) {
+	return k.log.OffsetForTime(ctx, clicks.Topic, part, t)
 }
 
 // openAnalytics opens the analytics store of cfg; deleteBefore is nil when

@@ -287,6 +287,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"extra"}, nil, "unexpected arguments"},
 		{[]string{"--dedup-horizon", "0s"}, nil, "--dedup-horizon"},
 		{[]string{"--ip-rate-limit", "0"}, nil, "--ip-rate-limit"},
+		{[]string{"--aggregate-session-timeout", "0s"}, nil, "--aggregate-session-timeout"},
 		{[]string{"--analytics-retention", "-1h"}, nil, "--analytics-retention"},
 		{[]string{"--bot-ua-file", "/nonexistent/bots.txt"}, nil, "--bot-ua-file"},
 		{[]string{"--bot-ua-file", emptyFile(t)}, nil, "no substrings"},

@@ -27,6 +27,7 @@ import (
 	"github.com/pedal-project/pedal/internal/clicks/aggregate"
 	"github.com/pedal-project/pedal/internal/clicks/ingest"
 	"github.com/pedal-project/pedal/internal/clicks/query"
+	"github.com/pedal-project/pedal/internal/eventlog/kafkalog"
 	"github.com/pedal-project/pedal/internal/eventlog/pebblelog"
 	"github.com/pedal-project/pedal/internal/gateway"
 	"github.com/pedal-project/pedal/internal/jwtauth"
@@ -55,6 +56,8 @@ type serveConfig struct {
 	SigningKeyHex  string
 	TrustedProxies []netip.Prefix
 	Aggregate      aggregate.Config
+	// AggregateSessionTimeout: the consumer group's session timeout, with Kafka.
+	AggregateSessionTimeout time.Duration
 	// AnalyticsRetention: window totals older than this are deleted (0 keeps them).
 	AnalyticsRetention time.Duration
 	// Fetch is the policy of outbound fetches to user-supplied URLs (the
@@ -142,7 +145,8 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	sqlURL := f.String("sql", "", "metadata tasks and their outbox: empty for SQLite under --data-dir, or postgres://user@host:5432/db")
 	analyticsURL := f.String("analytics", "", "window totals: empty for the embedded store under --data-dir, or clickhouse://host:9000/db")
 	cacheURL := f.String("cache", "", "state shared by gateways (rate limits, token revocations): empty for in-process, or redis://host:6379/0")
-	aggParts := f.String("aggregate-partitions", "", "partitions of the clicks topic this process aggregates, e.g. 0-7,12 (default all); aggregators in several processes split them, each with its own --data-dir")
+	aggParts := f.String("aggregate-partitions", "", "partitions of the clicks topic this process aggregates, e.g. 0-7,12; aggregators in several processes split them, each with its own --data-dir (default: all on the embedded log; with --log kafka://, those the consumer group assigns)")
+	sessionTimeout := f.Duration("aggregate-session-timeout", 10*time.Second, "with --log kafka://: an aggregator silent this long loses its partitions to the others of the consumer group (Kafka bounds it, by default to 6s-30m)")
 	workers := f.Int("aggregate-workers", 0, "partitions aggregated at once (default half the CPUs, at least 1; the rest is left to ingestion)")
 	idleTimeout := f.Duration("partition-idle-timeout", 10*time.Second, "a caught-up partition idle this long finalises windows by the wall clock")
 	if err := f.parse(args); err != nil {
@@ -228,6 +232,10 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		IdleTimeout:     *idleTimeout,
 		Workers:         *workers,
 	}
+	if *sessionTimeout <= 0 {
+		return cfg, fmt.Errorf("--aggregate-session-timeout %v: want a positive duration", *sessionTimeout)
+	}
+	cfg.AggregateSessionTimeout = *sessionTimeout
 	if cfg.Aggregate.Partitions, err = parsePartitions(*aggParts, cfg.Partitions); err != nil {
 		return cfg, err
 	}
@@ -394,6 +402,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		pipe query.Pipeline = logPipeline{log: log, group: "aggregator"}
 	)
 	if cfg.Components[roleAggregate] {
+		if kl, ok := log.(*kafkalog.Log); ok && cfg.Aggregate.Partitions == nil {
+			// Aggregators share the partitions through a consumer group.
+			if cfg.Aggregate.Membership, err = newMembership(kl, cfg.AggregateSessionTimeout); err != nil {
+				return err
+			}
+		}
 		agg, err = aggregate.Open(ctx, filepath.Join(cfg.DataDir, "aggregate"), cfg.Aggregate, log, store, logger.With("component", "aggregate"), reg)
 		if err != nil {
 			return err
