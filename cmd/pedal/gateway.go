@@ -52,6 +52,8 @@ func defaultRoutes() []routedb.Route {
 		r("query-top", "GET /v1/ads/top", clusterQuery, authn, 30*time.Second),
 		r("query-quality", "GET /v1/traffic/quality", clusterQuery, authn, 30*time.Second),
 		r("pipeline-status", "GET /v1/pipeline/status", clusterQuery, authn, 30*time.Second),
+		r("pipeline-recount-start", "POST /v1/pipeline/recounts", clusterQuery, admin, 30*time.Second),
+		r("pipeline-recount", "GET /v1/pipeline/recounts/{id}", clusterQuery, admin, 30*time.Second),
 		collect,
 		r("metadata-task", "GET /v1/metadata/tasks/{task_id}", clusterMetadata, authn, 10*time.Second),
 		r("admin", "/v1/admin/", gateway.ClusterAdmin, admin, 10*time.Second),

@@ -19,6 +19,8 @@ Usage:
   pedal sign-click [flags]   mint a signed redirect click URL
   pedal token [flags]        mint a JWT for the API (HS256, the server's key)
   pedal estimate [flags]     print a capacity sheet from the measured per-core figures
+  pedal reconcile [flags]    recount a time range from the log and report where stored totals differ
+  pedal replay [flags]       recompute a time range from the log and replace the stored totals
 
 Run "pedal <command> --help" for the flags of a command. Every flag can also be set
 with an environment variable: --http-addr of serve is PEDAL_HTTP_ADDR, --rate of
@@ -43,6 +45,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "estimate":
 		return runEstimate(ctx, rest, getenv, stdout, stderr)
+	case "reconcile":
+		return runRecount(ctx, "reconcile", false, rest, getenv, stdout, stderr)
+	case "replay":
+		return runRecount(ctx, "replay", true, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -469,7 +469,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer verifier.Close()
-	services := serviceHandlers(reg, &ready, dependencies(cfg, log, store, md, shared), ing, rd, q, md.api)
+	services := serviceHandlers(reg, &ready, dependencies(cfg, log, store, md, shared), ing, rd, q, newRecounts(ctx, agg, logger.With("component", "recount")), md.api)
 	for role, cluster := range map[string]string{roleIngest: clusterClicks, roleQuery: clusterQuery, roleMetadata: clusterMetadata} {
 		if !cfg.Components[role] {
 			delete(services, cluster)
@@ -589,7 +589,7 @@ func debugMux() http.Handler {
 // serviceHandlers are the in-process clusters of the gateway: each built-in
 // service's routes, uninstrumented (the gateway traces and measures every
 // request by route).
-func serviceHandlers(reg *prometheus.Registry, ready *atomic.Bool, deps []dependency, ing *ingest.Service, rd *ingest.Redirects, q *query.API, md *metadata.API) map[string]http.Handler {
+func serviceHandlers(reg *prometheus.Registry, ready *atomic.Bool, deps []dependency, ing *ingest.Service, rd *ingest.Redirects, q *query.API, rc *recounts, md *metadata.API) map[string]http.Handler {
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -622,6 +622,8 @@ func serviceHandlers(reg *prometheus.Registry, ready *atomic.Bool, deps []depend
 	qm.Handle("GET /v1/ads/top", q.HandleTop())
 	qm.Handle("GET /v1/traffic/quality", q.HandleQuality())
 	qm.Handle("GET /v1/pipeline/status", q.HandleStatus())
+	qm.Handle("POST /v1/pipeline/recounts", rc.handleStart())
+	qm.Handle("GET /v1/pipeline/recounts/{id}", rc.handleGet())
 
 	mm := http.NewServeMux()
 	mm.Handle("POST /v1/metadata/collect", md.HandleCollect())

@@ -20,7 +20,8 @@ import (
 
 // RecountProgress reports a recount's progress in records of the log.
 type RecountProgress struct {
-	Done, Total int64
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
 }
 
 // WindowDiff is a window whose stored totals differ from the recount's:
