@@ -30,7 +30,7 @@ func TestServeOnRealEngines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kafka.Close()
+	t.Cleanup(kafka.Close) // after the servers, which stop in cleanups registered later
 	pg := pgtest.DSN(t)
 	ch := chtest.Start(t)
 	rd := redistest.Start(t)
@@ -122,7 +122,7 @@ func TestRolesInSeparateProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kafka.Close()
+	t.Cleanup(kafka.Close) // after the servers, which stop in cleanups registered later
 	shared := []string{"--partitions", "4", "--aggregate-flush-interval", "50ms",
 		"--log", "kafka://" + strings.Join(kafka.ListenAddrs(), ",") + "/", "--sql", pgtest.DSN(t), "--analytics", chtest.Start(t)}
 	// Two aggregators split the clicks topic's four partitions.

@@ -70,7 +70,7 @@ func TestAggregatorGroupSurvivesKillAndZombie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kafka.Close()
+	t.Cleanup(kafka.Close) // after the servers, which stop in cleanups registered later
 	shared := []string{"--partitions", "4", "--aggregate-flush-interval", "100ms", "--aggregate-session-timeout", "6s",
 		"--log", "kafka://" + strings.Join(kafka.ListenAddrs(), ",") + "/", "--analytics", chtest.Start(t)}
 	front := startServer(t, append([]string{"--data-dir", t.TempDir(), "--components", "gateway,ingest,query,metadata,relay"}, shared...)...)
