@@ -39,22 +39,22 @@ type recounts struct {
 }
 
 type recountJob struct {
-	ID       string                   `json:"id"`
-	Apply    bool                     `json:"apply"`
-	Status   string                   `json:"status"` // running, done, failed
+	ID       string                    `json:"id"`
+	Apply    bool                      `json:"apply"`
+	Status   string                    `json:"status"` // running, done, failed
 	Progress aggregate.RecountProgress `json:"progress"`
-	Result   *recountResult           `json:"result,omitempty"`
-	Error    string                   `json:"error,omitempty"`
+	Result   *recountResult            `json:"result,omitempty"`
+	Error    string                    `json:"error,omitempty"`
 }
 
 type recountResult struct {
-	From       time.Time    `json:"from"`
-	To         time.Time    `json:"to"`
-	Partitions int          `json:"partitions"`
-	Records    int64        `json:"records"`
-	Windows    int          `json:"windows"`
-	Ads        int          `json:"ads"`
-	Replaced   int          `json:"replaced"`
+	From       time.Time     `json:"from"`
+	To         time.Time     `json:"to"`
+	Partitions int           `json:"partitions"`
+	Records    int64         `json:"records"`
+	Windows    int           `json:"windows"`
+	Ads        int           `json:"ads"`
+	Replaced   int           `json:"replaced"`
 	Diffs      []recountDiff `json:"diffs"`
 }
 
@@ -182,7 +182,9 @@ Flags:
 func runRecount(ctx context.Context, name string, apply bool, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	env := func(flagName string) string { return "PEDAL_" + strings.ToUpper(name) + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_")) }
+	env := func(flagName string) string {
+		return "PEDAL_" + strings.ToUpper(name) + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	}
 	usage := func(flagName, help string) string { return help + " [$" + env(flagName) + "]" }
 	target := fs.String("target", "http://127.0.0.1:8080", usage("target", "base `URL` of a pedal server running the aggregator"))
 	token := fs.String("token", "", usage("token", "bearer token with the admin role (pedal token --sub me --role admin)"))
