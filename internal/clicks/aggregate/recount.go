@@ -104,22 +104,50 @@ func (a *Aggregator) Recount(ctx context.Context, from, to time.Time, apply bool
 	defer os.RemoveAll(dir)
 	counted := &windowSink{rows: map[winKey]analytics.Row{}}
 	var done int64
+	// Each partition's windows are final up to its own horizon; a partition
+	// without clicks has none to compare and sets no bound.
+	finals := map[int32]time.Time{}
+	n := int32(len(a.byID))
+	asked := res.To
+	horizon := func(ad string) time.Time {
+		if f, ok := finals[eventlog.PartitionForString(ad, n)]; ok && f.Before(asked) {
+			return f
+		}
+		return asked
+	}
+	covered := time.Time{}
 	for i, s := range spans {
-		final, n, err := a.recountPartition(ctx, fmt.Sprintf("%s/%d", dir, i), s.p.id, s.start, s.end, counted, func(n int64) {
+		final, hasClicks, cnt, err := a.recountPartition(ctx, fmt.Sprintf("%s/%d", dir, i), s.p.id, s.start, s.end, counted, func(n int64) {
 			progress(RecountProgress{Done: done + n, Total: total})
 		})
 		if err != nil {
 			return res, fmt.Errorf("recount partition %d: %w", s.p.id, err)
 		}
-		done += n
-		res.Records += n
-		if final.Before(res.To) {
-			res.To = final
+		done += cnt
+		res.Records += cnt
+		if hasClicks {
+			finals[s.p.id] = final
+			if covered.IsZero() || final.Before(covered) {
+				covered = final
+			}
 		}
 	}
 	progress(RecountProgress{Done: done, Total: total})
-	if !res.To.After(res.From) {
-		return res, nil // nothing final in the range
+	// To reports the earliest horizon: every partition is covered up to it.
+	if !covered.IsZero() && covered.Before(res.To) {
+		res.To = covered
+		if res.To.Before(res.From) {
+			res.To = res.From
+		}
+	}
+	latest := res.From
+	for _, f := range finals {
+		if f.After(latest) {
+			latest = f
+		}
+	}
+	if latest.After(asked) {
+		latest = asked
 	}
 	// Live processing must have reached the same records.
 	for _, s := range spans {
@@ -131,9 +159,9 @@ func (a *Aggregator) Recount(ctx context.Context, from, to time.Time, apply bool
 			}
 		}
 	}
-	rows := counted.in(res.From, res.To)
+	rows := counted.in(res.From, horizon)
 	res.Windows = len(rows)
-	if res.Diffs, res.Ads, err = compareStored(ctx, a.store, rows, res.From, res.To); err != nil {
+	if res.Diffs, res.Ads, err = compareStored(ctx, a.store, rows, res.From, latest, horizon); err != nil {
 		return res, err
 	}
 	if apply && len(rows) > 0 {
@@ -164,10 +192,10 @@ func (a *Aggregator) Recount(ctx context.Context, from, to time.Time, apply bool
 // recountPartition aggregates records [start, end) of partition id into
 // scratch state under dir, sending every window it writes to sink, and
 // returns the time before which windows are final at end.
-func (a *Aggregator) recountPartition(ctx context.Context, dir string, id int32, start, end int64, sink *windowSink, progress func(int64)) (time.Time, int64, error) {
+func (a *Aggregator) recountPartition(ctx context.Context, dir string, id int32, start, end int64, sink *windowSink, progress func(int64)) (final time.Time, hasClicks bool, records int64, err error) {
 	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleslog.Logger{L: slog.New(slog.DiscardHandler), Fatal: func(msg string) { panic("recount scratch state: " + msg) }}})
 	if err != nil {
-		return time.Time{}, 0, err
+		return time.Time{}, false, 0, err
 	}
 	defer db.Close()
 	cfg := a.cfg
@@ -176,7 +204,7 @@ func (a *Aggregator) recountPartition(ctx context.Context, dir string, id int32,
 	scratch.m = newMetrics(nil, scratch)
 	p, err := scratch.loadPartition(id)
 	if err != nil {
-		return time.Time{}, 0, err
+		return time.Time{}, false, 0, err
 	}
 	p.next, p.publishedNext = start, start
 	p.lastFlush = cfg.Now()
@@ -184,11 +212,11 @@ func (a *Aggregator) recountPartition(ctx context.Context, dir string, id int32,
 	for p.next < end {
 		recs, err := a.log.Fetch(ctx, clicks.Topic, id, p.next, int(min(int64(cfg.FetchMax), end-p.next)))
 		if err != nil {
-			return time.Time{}, n, err
+			return time.Time{}, false, n, err
 		}
 		recs = slices.DeleteFunc(recs, func(r eventlog.Record) bool { return r.Offset >= end })
 		if err := p.step(ctx, recs); err != nil {
-			return time.Time{}, n, err
+			return time.Time{}, false, n, err
 		}
 		n += int64(len(recs))
 		if len(recs) == 0 {
@@ -198,12 +226,12 @@ func (a *Aggregator) recountPartition(ctx context.Context, dir string, id int32,
 	}
 	p.processed = true
 	if err := p.flush(ctx); err != nil {
-		return time.Time{}, n, err
+		return time.Time{}, false, n, err
 	}
 	if !p.hasMax {
-		return time.Unix(0, 0), n, nil
+		return time.Time{}, false, n, nil
 	}
-	return time.Unix(int64(p.computeCutoffs().window)*60, 0).UTC(), n, nil
+	return time.Unix(int64(p.computeCutoffs().window)*60, 0).UTC(), true, n, nil
 }
 
 // windowSink is the analytics store of a recount: it keeps the last totals
@@ -222,14 +250,14 @@ func (s *windowSink) Upsert(_ context.Context, rows []analytics.Row) error {
 	return nil
 }
 
-// in returns the windows in [from, to) with at least one click counted or
-// refused, in (ad, start, country) order.
-func (s *windowSink) in(from, to time.Time) []analytics.Row {
+// in returns the windows from from up to their ad's horizon with at least
+// one click counted or refused, in (ad, start, country) order.
+func (s *windowSink) in(from time.Time, horizon func(ad string) time.Time) []analytics.Row {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []analytics.Row
 	for _, r := range s.rows {
-		if !r.Start.Before(from) && r.Start.Before(to) && r != (analytics.Row{AdID: r.AdID, Country: r.Country, Start: r.Start}) {
+		if !r.Start.Before(from) && r.Start.Before(horizon(r.AdID)) && r != (analytics.Row{AdID: r.AdID, Country: r.Country, Start: r.Start}) {
 			out = append(out, r)
 		}
 	}
@@ -255,7 +283,7 @@ var errNotAStore = fmt.Errorf("recount: the scratch store only collects windows"
 // compareStored compares rows (sorted by ad) with the store: each ad's
 // minutes summed over countries, and each ad's quality figures; and looks
 // for ads the store has clicks for that the recount has not.
-func compareStored(ctx context.Context, store analytics.Store, rows []analytics.Row, from, to time.Time) ([]WindowDiff, int, error) {
+func compareStored(ctx context.Context, store analytics.Store, rows []analytics.Row, from, latest time.Time, horizon func(ad string) time.Time) ([]WindowDiff, int, error) {
 	var diffs []WindowDiff
 	ads := 0
 	for i := 0; i < len(rows); {
@@ -280,6 +308,7 @@ func compareStored(ctx context.Context, store analytics.Store, rows []analytics.
 		}
 		i = j
 		ads++
+		to := horizon(ad)
 		points, err := store.Series(ctx, ad, "", from, to, analytics.Minute)
 		if err != nil {
 			return nil, ads, err
@@ -306,17 +335,19 @@ func compareStored(ctx context.Context, store analytics.Store, rows []analytics.
 			diffs = append(diffs, WindowDiff{AdID: ad, Stored: sq, Count: q})
 		}
 	}
-	top, err := store.Top(ctx, "", from, to, 1<<20)
+	top, err := store.Top(ctx, "", from, latest, 1<<20)
 	if err != nil {
 		return nil, ads, err
 	}
 	for _, t := range top {
 		if _, ok := slices.BinarySearchFunc(rows, t.AdID, func(r analytics.Row, ad string) int { return cmp.Compare(r.AdID, ad) }); !ok {
-			sq, err := store.Quality(ctx, t.AdID, from, to)
+			sq, err := store.Quality(ctx, t.AdID, from, horizon(t.AdID))
 			if err != nil {
 				return nil, ads, err
 			}
-			diffs = append(diffs, WindowDiff{AdID: t.AdID, Stored: sq})
+			if sq != (analytics.Quality{}) {
+				diffs = append(diffs, WindowDiff{AdID: t.AdID, Stored: sq})
+			}
 		}
 	}
 	slices.SortFunc(diffs, func(x, y WindowDiff) int {

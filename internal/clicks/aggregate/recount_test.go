@@ -91,3 +91,36 @@ func TestRecountAgreesAndReplayRepairs(t *testing.T) {
 		t.Fatalf("recount after the replay: %+v %v", res.Diffs, err)
 	}
 }
+
+// TestRecountWithQuietPartitions: partitions without clicks set no bound on
+// what is compared.
+func TestRecountWithQuietPartitions(t *testing.T) {
+	f := newFixture(t, 8)
+	store, err := embedstore.Open(filepath.Join(f.dir, "analytics"), embedstore.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	s := newStream(12, 25)
+	var batch []clicks.Click
+	for len(batch) < 3000 {
+		if c := s.next(); c.AdID == "ad-0" {
+			batch = append(batch, c)
+		}
+	}
+	f.append(batch)
+	a, err := Open(t.Context(), filepath.Join(f.dir, "state"), f.cfg, f.log, store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	from := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	res, err := a.Recount(t.Context(), from, from.Add(48*time.Hour), false, nil)
+	if err != nil || res.Windows == 0 || res.Ads != 1 || len(res.Diffs) != 0 || !res.To.After(from.Add(3*time.Hour)) {
+		t.Fatalf("recount with 7 quiet partitions: %+v %v", res, err)
+	}
+}
