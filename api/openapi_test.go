@@ -135,6 +135,8 @@ var operations = map[string]map[string][]string{
 	"/v1/ads/top":                  {http.MethodGet: {"200", "400", "401", "500"}},
 	"/v1/traffic/quality":          {http.MethodGet: {"200", "400", "401", "500"}},
 	"/v1/pipeline/status":          {http.MethodGet: {"200", "400", "401", "500"}},
+	"/v1/pipeline/recounts":        {http.MethodPost: {"202", "400", "401", "403", "409", "501"}},
+	"/v1/pipeline/recounts/{id}":   {http.MethodGet: {"200", "401", "403", "404"}},
 	"/healthz":                     {http.MethodGet: {"200"}},
 	"/readyz":                      {http.MethodGet: {"200", "503"}},
 	"/metrics":                     {http.MethodGet: {"200"}},

@@ -59,10 +59,44 @@ type recountResult struct {
 }
 
 type recountDiff struct {
-	AdID   string            `json:"ad_id"`
-	Start  *time.Time        `json:"window_start,omitempty"` // absent: the ad's quality figures over the range
-	Stored analytics.Quality `json:"stored"`
-	Count  analytics.Quality `json:"recounted"`
+	AdID      string         `json:"ad_id"`
+	Start     *time.Time     `json:"window_start,omitempty"` // absent: the ad's quality figures over the range
+	Stored    recountFigures `json:"stored"`
+	Recounted recountFigures `json:"recounted"`
+}
+
+// recountFigures are a minute's clicks and invalid_clicks (as in the series
+// API), or an ad's quality figures (as in the traffic quality API).
+type recountFigures struct {
+	Clicks        *int64 `json:"clicks,omitempty"`
+	InvalidClicks *int64 `json:"invalid_clicks,omitempty"`
+	Valid         *int64 `json:"valid,omitempty"`
+	BotUserAgent  *int64 `json:"bot_user_agent,omitempty"`
+	IPRate        *int64 `json:"ip_rate,omitempty"`
+	Duplicates    *int64 `json:"duplicates,omitempty"`
+	TooLate       *int64 `json:"too_late,omitempty"`
+}
+
+func minuteFigures(q analytics.Quality) recountFigures {
+	return recountFigures{Clicks: &q.Valid, InvalidClicks: &q.Bot}
+}
+
+func qualityFigures(q analytics.Quality) recountFigures {
+	return recountFigures{Valid: &q.Valid, BotUserAgent: &q.Bot, IPRate: &q.IPRate, Duplicates: &q.Duplicates, TooLate: &q.TooLate}
+}
+
+func (f recountFigures) String() string {
+	v := func(p *int64) int64 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	if f.Clicks != nil {
+		return fmt.Sprintf("clicks %d, invalid_clicks %d", v(f.Clicks), v(f.InvalidClicks))
+	}
+	return fmt.Sprintf("valid %d, bot_user_agent %d, ip_rate %d, duplicates %d, too_late %d",
+		v(f.Valid), v(f.BotUserAgent), v(f.IPRate), v(f.Duplicates), v(f.TooLate))
 }
 
 func newRecounts(ctx context.Context, agg *aggregate.Aggregator, logger *slog.Logger) *recounts {
@@ -129,9 +163,10 @@ func (rc *recounts) run(job *recountJob, from, to time.Time) {
 	out := &recountResult{From: res.From, To: res.To, Partitions: res.Partitions, Records: res.Records, Windows: res.Windows,
 		Ads: res.Ads, Replaced: res.Replaced, Diffs: []recountDiff{}}
 	for _, d := range res.Diffs {
-		rd := recountDiff{AdID: d.AdID, Stored: d.Stored, Count: d.Count}
+		rd := recountDiff{AdID: d.AdID, Stored: qualityFigures(d.Stored), Recounted: qualityFigures(d.Count)}
 		if !d.Start.IsZero() {
 			rd.Start = &d.Start
+			rd.Stored, rd.Recounted = minuteFigures(d.Stored), minuteFigures(d.Count)
 		}
 		out.Diffs = append(out.Diffs, rd)
 	}
@@ -278,17 +313,14 @@ func runRecount(ctx context.Context, name string, apply bool, args []string, get
 	fmt.Fprintf(stdout, "%s: %d windows of %d ads from %d records of %d partitions, windows starting in [%s, %s)\n",
 		name, res.Windows, res.Ads, res.Records, res.Partitions, res.From.Format(time.RFC3339), res.To.Format(time.RFC3339))
 	if res.To.Before(to) {
-		fmt.Fprintf(stdout, "%s: windows from %s on are still open and were left out\n", name, res.To.Format(time.RFC3339))
+		fmt.Fprintf(stdout, "%s: windows from %s on are %s only in the partitions where they are final; the others are still open\n", name, res.To.Format(time.RFC3339), done)
 	}
 	for _, d := range res.Diffs {
 		if d.Start != nil {
-			fmt.Fprintf(stdout, "  window %s %s: clicks %d, recounted %d; invalid_clicks %d, recounted %d\n",
-				d.AdID, d.Start.Format(time.RFC3339), d.Stored.Valid, d.Count.Valid, d.Stored.Bot, d.Count.Bot)
+			fmt.Fprintf(stdout, "  window %s %s: stored %v; recounted %v\n", d.AdID, d.Start.Format(time.RFC3339), d.Stored, d.Recounted)
 			continue
 		}
-		fmt.Fprintf(stdout, "  quality %s: stored valid %d bot %d ip_rate %d duplicates %d too_late %d; recounted %d %d %d %d %d\n",
-			d.AdID, d.Stored.Valid, d.Stored.Bot, d.Stored.IPRate, d.Stored.Duplicates, d.Stored.TooLate,
-			d.Count.Valid, d.Count.Bot, d.Count.IPRate, d.Count.Duplicates, d.Count.TooLate)
+		fmt.Fprintf(stdout, "  quality %s: stored %v; recounted %v\n", d.AdID, d.Stored, d.Recounted)
 	}
 	if apply {
 		fmt.Fprintf(stdout, "%s: wrote %d windows (%d differed before)\n", name, res.Replaced, len(res.Diffs))

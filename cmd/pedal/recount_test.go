@@ -66,7 +66,7 @@ func TestReconcileAndReplay(t *testing.T) {
 	if m == nil || windows == 0 || ads != 9 {
 		t.Fatalf("reconcile covered %d windows of %d ads, want windows of 9 ads:\n%s", windows, ads, out)
 	}
-	if !strings.Contains(out, "are still open and were left out") {
+	if !strings.Contains(out, "the others are still open") {
 		t.Errorf("reconcile does not say the newest windows were left out:\n%s", out)
 	}
 	out, err = recount("replay", "--from", "3h")
