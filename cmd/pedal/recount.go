@@ -35,6 +35,7 @@ type recounts struct {
 
 	mu      sync.Mutex
 	jobs    map[string]*recountJob
+	order   []string // job ids, oldest first; the last 100 are kept
 	running bool
 }
 
@@ -136,6 +137,11 @@ func (rc *recounts) handleStart() http.Handler {
 		rand.Read(id[:])
 		job := &recountJob{ID: hex.EncodeToString(id[:]), Apply: req.Apply, Status: "running"}
 		rc.jobs[job.ID] = job
+		rc.order = append(rc.order, job.ID)
+		if len(rc.order) > 100 {
+			delete(rc.jobs, rc.order[0])
+			rc.order = rc.order[1:]
+		}
 		rc.running = true
 		rc.mu.Unlock()
 		go rc.run(job, req.From, req.To)
