@@ -91,6 +91,8 @@ type partition struct {
 	replaying bool
 	// committedNext is the position last committed to the log; -1 before.
 	committedNext int64
+	// holdsSlot: the partition holds one of the aggregator's worker slots.
+	holdsSlot bool
 	// unpublished are rows whose publication a stop interrupted; they go
 	// out with the next publication, which alone advances publishedNext.
 	unpublished []analytics.Row
@@ -340,7 +342,8 @@ func (p *partition) step(ctx context.Context, recs []eventlog.Record) error {
 	case <-ctx.Done():
 		return nil // run flushes on its way out
 	}
-	defer func() { <-p.a.sem }()
+	p.holdsSlot = true
+	defer p.releaseSlot()
 	for i := range recs {
 		if err := p.process(&recs[i]); err != nil {
 			return fmt.Errorf("partition %d offset %d: %w", p.id, recs[i].Offset, err)
@@ -354,6 +357,14 @@ func (p *partition) step(ctx context.Context, recs []eventlog.Record) error {
 		return p.flush(ctx)
 	}
 	return nil
+}
+
+// releaseSlot gives back the worker slot step took, if still held.
+func (p *partition) releaseSlot() {
+	if p.holdsSlot {
+		p.holdsSlot = false
+		<-p.a.sem
+	}
 }
 
 // process applies the rules to one record.
@@ -668,6 +679,10 @@ func (p *partition) flush(ctx context.Context) error {
 	}
 	p.stored = cut
 
+	// Publishing waits on the analytics store (ClickHouse batches a second's
+	// upserts into one INSERT): no CPU, so the worker slot goes to another
+	// partition meanwhile.
+	p.releaseSlot()
 	if err := p.publish(ctx, rows); err != nil {
 		return err
 	}
