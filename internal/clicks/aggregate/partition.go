@@ -698,7 +698,11 @@ func (p *partition) flush(ctx context.Context) error {
 	p.pub.dedupKeys, p.pub.dedupBytes = p.fps.Len(), p.fps.Bytes()
 	p.mu.Unlock()
 	p.processed = false
-	p.lastFlush = now
+	// The next flush is due FlushInterval after this one ended: when the
+	// store is slow to take a publication (ClickHouse batches a second of
+	// them), the partition goes on processing between flushes instead of
+	// flushing after every fetch.
+	p.lastFlush = cfg.Now()
 
 	if now.Sub(p.lastLogCommit) >= cfg.LogCommitInterval {
 		// Failing here only delays retention (and, in a group, lengthens the
