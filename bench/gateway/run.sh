@@ -55,21 +55,7 @@ if [ -n "${PEDAL_BIN:-}" ]; then cp "$PEDAL_BIN" "$tmp/pedal"; else (cd "$root" 
 (cd "$root" && go build -o "$tmp/upstream" ./bench/gateway/upstream &&
 	go build -o "$tmp/openloop" ./bench/gateway/openloop)
 
-used=" "
-read -r eph_lo eph_hi </proc/sys/net/ipv4/ip_local_port_range
-freeport() { # a random high port nobody listens on, outside the ephemeral range, not handed out before
-	local p
-	while :; do
-		p=$((10000 + RANDOM % 50000))
-		[ "$p" -ge "$eph_lo" ] && [ "$p" -le "$eph_hi" ] && continue
-		case "$used" in *" $p "*) continue ;; esac
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			used="$used$p "
-			echo "$p"
-			return
-		fi
-	done
-}
+. "$root/bench/freeport.sh"
 waitport() { # port name
 	for _ in $(seq 100); do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
