@@ -12,7 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +26,7 @@ import (
 	"github.com/pedal-project/pedal/internal/analytics"
 	"github.com/pedal-project/pedal/internal/clicks/aggregate"
 	"github.com/pedal-project/pedal/internal/httpjson"
+	"github.com/pedal-project/pedal/internal/safehttp"
 )
 
 // recounts runs recounts (pedal reconcile) and replays (pedal replay) as
@@ -269,6 +273,25 @@ func runRecount(ctx context.Context, name string, apply bool, args []string, get
 		return fmt.Errorf("--poll %v: want a positive duration", *poll)
 	}
 	base := strings.TrimSuffix(*target, "/")
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--target %q: want the base URL of a pedal server, like http://127.0.0.1:8080", *target)
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || pn == 0 {
+		return fmt.Errorf("--target %q: bad port", *target)
+	}
+	// The server is the operator's own, so any address is allowed, on its port.
+	client := safehttp.NewClient(safehttp.Config{
+		AllowCIDRs:   []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+		AllowedPorts: []uint16{uint16(pn)},
+		Timeout:      time.Minute,
+		MaxBodyBytes: 64 << 20,
+	})
 	call := func(method, path string, body []byte, out any) error {
 		req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 		if err != nil {
@@ -280,7 +303,7 @@ func runRecount(ctx context.Context, name string, apply bool, args []string, get
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}
