@@ -335,20 +335,9 @@ func (a *Aggregator) rebuild(ctx context.Context, p *partition, off int64, pos p
 	p.next = from
 	p.replaying = true
 	p.lastFlush = a.cfg.Now()
-	var n int64
-	for p.next < off {
-		recs, err := a.log.Fetch(ctx, clicks.Topic, p.id, p.next, int(min(int64(a.cfg.FetchMax), off-p.next)))
-		if err != nil {
-			return n, fmt.Errorf("replay the log at %d: %w", p.next, err)
-		}
-		recs = slices.DeleteFunc(recs, func(r eventlog.Record) bool { return r.Offset >= off })
-		if err := p.step(ctx, recs); err != nil {
-			return n, err
-		}
-		n += int64(len(recs))
-		if len(recs) == 0 || p.next >= off {
-			p.next = off // a gap in the offsets (Kafka's transaction markers)
-		}
+	n, err := p.processUntil(ctx, off, nil)
+	if err != nil {
+		return n, err
 	}
 	p.processed = true
 	if err := p.flush(ctx); err != nil {
@@ -368,6 +357,31 @@ func (a *Aggregator) rebuild(ctx context.Context, p *partition, off int64, pos p
 	p.mu.Lock()
 	p.pub.next = p.next
 	p.mu.Unlock()
+	return n, nil
+}
+
+// processUntil reads the log from p.next and processes it up to end (not
+// included), flushing as usual, and returns the records processed.
+// progress, when set, gets the running count.
+func (p *partition) processUntil(ctx context.Context, end int64, progress func(int64)) (int64, error) {
+	var n int64
+	for p.next < end {
+		recs, err := p.a.log.Fetch(ctx, clicks.Topic, p.id, p.next, int(min(int64(p.a.cfg.FetchMax), end-p.next)))
+		if err != nil {
+			return n, fmt.Errorf("read the log at %d: %w", p.next, err)
+		}
+		recs = slices.DeleteFunc(recs, func(r eventlog.Record) bool { return r.Offset >= end })
+		if err := p.step(ctx, recs); err != nil {
+			return n, err
+		}
+		n += int64(len(recs))
+		if len(recs) == 0 || p.next >= end {
+			p.next = end // a gap in the offsets (Kafka's transaction markers)
+		}
+		if progress != nil {
+			progress(n)
+		}
+	}
 	return n, nil
 }
 

@@ -208,21 +208,9 @@ func (a *Aggregator) recountPartition(ctx context.Context, dir string, id int32,
 	}
 	p.next, p.publishedNext = start, start
 	p.lastFlush = cfg.Now()
-	var n int64
-	for p.next < end {
-		recs, err := a.log.Fetch(ctx, clicks.Topic, id, p.next, int(min(int64(cfg.FetchMax), end-p.next)))
-		if err != nil {
-			return time.Time{}, false, n, err
-		}
-		recs = slices.DeleteFunc(recs, func(r eventlog.Record) bool { return r.Offset >= end })
-		if err := p.step(ctx, recs); err != nil {
-			return time.Time{}, false, n, err
-		}
-		n += int64(len(recs))
-		if len(recs) == 0 {
-			p.next = end
-		}
-		progress(n)
+	n, err := p.processUntil(ctx, end, progress)
+	if err != nil {
+		return time.Time{}, false, n, err
 	}
 	p.processed = true
 	if err := p.flush(ctx); err != nil {
